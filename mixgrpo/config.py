@@ -1,0 +1,312 @@
+"""The one typed, frozen configuration of a mixgrpo run.
+
+Loaded from YAML (``configs/*.yaml``) with dotted overrides from the CLI
+(``--set learner.lr=2e-5``, ``--set rewards.correct.weight=2``). Every field has
+a one-line docstring (shown by ``mixgrpo train --help-config``) and a default,
+unknown keys are errors, and a bad value fails before anything starts with the
+field path in the message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the field path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class RunConfig(_Section):
+    name: str = "run"
+    """Human-readable run name, used in logs and as the cloud job name."""
+    seed: int = 0
+    """Seed of every random choice: prompts, sampling, LoRA init, dropout."""
+    steps: int = Field(default=40, ge=1)
+    """Number of GRPO steps (one batch of prompts each)."""
+    out_dir: str | None = None
+    """Run directory; default runs/<date-time> (overridden by --out)."""
+    checkpoint_every: int = Field(default=10, ge=1)
+    """Write a resumable checkpoint every N steps (and at the end)."""
+    tensorboard: bool = True
+    """Write TensorBoard events next to metrics.jsonl."""
+    progress: bool = True
+    """Show a progress line per step on the console."""
+
+
+class ModelConfig(_Section):
+    path: str = "builtin:tiny-arith"
+    """HF hub id, local directory, or builtin:tiny-arith (a tiny Llama built and cached locally)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype of generator and learner."""
+    chat_template: Literal["auto", "never"] = "auto"
+    """auto: apply the tokenizer's chat template when it has one."""
+
+
+class TaskConfig(_Section):
+    kind: Literal["toy-arithmetic", "file"] = "toy-arithmetic"
+    """Prompt source: the built-in toy task, or a JSONL/Parquet file with a prompt column."""
+    path: str | None = None
+    """Prompt file for kind=file (.jsonl or .parquet)."""
+    prompts_per_step: int = Field(default=8, ge=1)
+    """P: prompts sampled per step."""
+    num_prompts: int = Field(default=512, ge=1)
+    """Size of the generated toy prompt pool (toy task only)."""
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> "TaskConfig":
+        if self.kind == "file" and not self.path:
+            raise ValueError("task.kind=file needs task.path")
+        return self
+
+
+class GeneratorConfig(_Section):
+    backend: Literal["hf"] = "hf"
+    """Sampling engine: hf (transformers generate)."""
+    replicas: int = Field(default=1, ge=1)
+    """Generator actors; prompts are sharded across them."""
+    group_size: int = Field(default=8, ge=2)
+    """m: completions sampled per prompt (a GRPO group)."""
+    temperature: float = Field(default=1.0, gt=0)
+    """Sampling temperature (the learner scores tokens at the same temperature)."""
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    """Nucleus sampling mass."""
+    max_new_tokens: int = Field(default=16, ge=1)
+    """Completion length cap in tokens."""
+    threads: int = Field(default=1, ge=1)
+    """torch.set_num_threads inside each generator actor."""
+    max_lora_rank: int = Field(default=16, ge=1)
+    """Largest LoRA rank the vLLM engine accepts."""
+
+
+class RewardChannelConfig(_Section):
+    name: str
+    """Channel name (column in metrics and rollouts.parquet)."""
+    kind: str
+    """Registered channel kind (see mixgrpo.rewards.channels)."""
+    weight: float = Field(default=1.0, ge=0)
+    """Weight in the mixer's weighted sum."""
+    device: Literal["cpu", "gpu"] = "cpu"
+    """gpu: the channel's actor gets a GPU of its own from the placement group."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Seconds a batch may take; past it the channel is null for that step."""
+    weak_threshold: float | None = None
+    """A reward below this marks the head weak for a completion (review diagnostics)."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Kind-specific options (pattern, target, callable, ...)."""
+
+
+class LossSettings(_Section):
+    eps_low: float = Field(default=0.2, ge=0, lt=1)
+    """PPO clip: ratio >= 1 - eps_low."""
+    eps_high: float = Field(default=0.28, ge=0)
+    """Clip-higher (DAPO): ratio <= 1 + eps_high."""
+    importance_level: Literal["token", "sequence"] = "token"
+    """token: PPO/GRPO ratio per token; sequence: GSPO."""
+    kl_coef: float = Field(default=0.0, ge=0)
+    """Coefficient of the KL penalty to the reference (adapter disabled)."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """KL estimator (Schulman 2020)."""
+    entropy_coef: float = Field(default=0.0, ge=0)
+    """Entropy bonus coefficient."""
+    aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    """How token losses are averaged (seq-mean-token-sum-norm is Dr.GRPO)."""
+    tis_cap: float | None = Field(default=None, gt=0)
+    """Truncated importance sampling cap for the generator/learner log-prob gap."""
+
+
+class AlgorithmConfig(_Section):
+    mode: Literal["na", "an", "conditioned", "single"] = "na"
+    """Advantage mixer: Normalize-then-Aggregate, Aggregate-then-Normalize, gated, channel 0 only."""
+    scope: Literal["group", "batch"] = "group"
+    """Normalise within each group or over the whole batch."""
+    std_normalize: bool = True
+    """Divide by the std (False: Dr.GRPO mean-centring only)."""
+    clip: float | None = Field(default=None, gt=0)
+    """Clip per-channel z-scores to [-clip, clip]."""
+    post_normalize: bool = False
+    """GDPO: z-score the aggregated advantages over the batch."""
+    gate_threshold: float = 1.0
+    """conditioned mode: channel 0 passes when its reward >= this."""
+    async_steps: Literal[0, 1] = 0
+    """0: synchronous; 1: generate step t+1 while learning step t."""
+    loss: LossSettings = Field(default_factory=LossSettings)
+    """Policy-loss settings."""
+
+
+class LoraConfig(_Section):
+    rank: int = Field(default=8, ge=1)
+    """LoRA rank r."""
+    alpha: float = Field(default=16.0, gt=0)
+    """LoRA alpha (scale alpha / r)."""
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    """LoRA dropout."""
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Module names that get adapters."""
+
+
+class LearnerConfig(_Section):
+    ranks: int = Field(default=1, ge=1)
+    """K learner actors joined by torch.distributed (gloo on CPU, NCCL on GPU)."""
+    lr: float = Field(default=1e-3, gt=0)
+    """AdamW learning rate."""
+    weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW weight decay."""
+    warmup_steps: int = Field(default=0, ge=0)
+    """Linear LR warm-up over this many optimizer steps."""
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    """Gradient-norm clipping."""
+    micro_batch_size: int = Field(default=16, ge=1)
+    """Sequences per forward/backward; gradients accumulate over the step's batch."""
+    threads: int = Field(default=1, ge=1)
+    """torch.set_num_threads inside each learner actor."""
+    collective_timeout_s: float = Field(default=300.0, gt=0)
+    """Timeout of torch.distributed collectives (no rank waits forever)."""
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    """The LoRA adapter."""
+
+
+class ClusterConfig(_Section):
+    address: str | None = None
+    """Existing Ray cluster (ray://... or auto); RAY_ADDRESS also works. None: start Ray here."""
+    num_cpus: int | None = None
+    """CPUs Ray may use when started here (None: all)."""
+    gpus: int = Field(default=0, ge=0)
+    """GPUs: >0 gives each generator, GPU reward channel and learner rank its own GPU."""
+    strategy: Literal["pack", "spread"] = "pack"
+    """Placement-group strategy across nodes."""
+    dashboard: bool = False
+    """Start the Ray dashboard (bound to 127.0.0.1)."""
+
+
+class Config(_Section):
+    run: RunConfig = Field(default_factory=RunConfig)
+    """Run bookkeeping."""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """Base model."""
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    """Prompt source."""
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    """Rollout generation."""
+    rewards: list[RewardChannelConfig] = Field(default_factory=list)
+    """Reward channels, scored in parallel."""
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    """Advantage mixer and loss."""
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    """Policy optimisation."""
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    """Where actors run."""
+
+    @field_validator("rewards")
+    @classmethod
+    def _channels_named_uniquely(cls, rewards: list[RewardChannelConfig]) -> list[RewardChannelConfig]:
+        if not rewards:
+            raise ValueError("at least one reward channel is required")
+        names = [c.name for c in rewards]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"duplicate channel names: {duplicated}")
+        if sum(c.weight for c in rewards) <= 0:
+            raise ValueError("channel weights must not all be zero")
+        return rewards
+
+    @property
+    def channel_names(self) -> list[str]:
+        """Names of the reward channels, in mixer order."""
+        return [c.name for c in self.rewards]
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "<root>"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"config error at {path}: {message}")
+    return "; ".join(lines)
+
+
+def _parse_override(override: str) -> tuple[list[str], Any]:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} is not of the form dotted.key=value")
+    key, raw = override.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override {override!r} has an empty key")
+    return key.strip().split("."), yaml.safe_load(raw) if raw else ""
+
+
+def _list_index(items: list[Any], token: str, path: str) -> int:
+    if token.isdigit():
+        index = int(token)
+        if index < len(items):
+            return index
+        raise ConfigError(f"override {path}: index {index} out of range ({len(items)} items)")
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == token:
+            return index
+    raise ConfigError(f"override {path}: no item named {token!r}")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set ``dotted.key=value`` overrides (YAML-parsed values) into a raw config dict.
+
+    List items are addressed by index or by their ``name`` (``rewards.correct.weight=2``).
+    """
+    for override in overrides:
+        keys, value = _parse_override(override)
+        node: Any = data
+        for depth, token in enumerate(keys):
+            path = ".".join(keys[: depth + 1])
+            last = depth == len(keys) - 1
+            if isinstance(node, list):
+                index = _list_index(node, token, path)
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[token] = value
+                else:
+                    node = node.setdefault(token, {})
+            else:
+                raise ConfigError(f"override {path}: {'.'.join(keys[:depth])} is not a section")
+    return data
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Validate a raw dict into a frozen Config, or raise ConfigError naming the field path."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load YAML (default: the packaged configs/local-tiny.yaml), apply overrides, validate."""
+    config_path = Path(path) if path else default_config_path()
+    if not config_path.is_file():
+        raise ConfigError(f"config file not found: {config_path}")
+    try:
+        data = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"malformed YAML in {config_path}: {error}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{config_path}: top level must be a mapping of sections")
+    return config_from_dict(apply_overrides(data, list(overrides or [])))
+
+
+def default_config_path() -> Path:
+    """The default job's config, shipped inside the package."""
+    return Path(__file__).parent / "configs" / "local-tiny.yaml"
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML (written into every run directory)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

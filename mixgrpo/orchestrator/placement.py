@@ -1,0 +1,119 @@
+"""Where every actor runs: one placement-group bundle per actor.
+
+With ``cluster.gpus > 0`` each generator, each ``device: gpu`` reward channel
+and each learner rank gets a bundle with one whole GPU; CPU channels get
+CPU-only bundles. Without GPUs the same bundles ask for fractions of the CPUs,
+so every actor fits on a laptop. Ray does the scheduling, ``pack`` or
+``spread`` across nodes.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import ray
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from mixgrpo.config import ClusterConfig, Config
+
+_STRATEGIES = {"pack": "PACK", "spread": "SPREAD"}
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One actor's place: its role, index and resources."""
+
+    role: str
+    """generator | reward | learner."""
+    index: int
+    """Replica, channel or rank index within the role."""
+    cpus: float
+    """CPUs reserved (fractions on a CPU machine)."""
+    gpus: int
+    """0 or 1."""
+
+
+def plan_slots(config: Config, total_cpus: float) -> list[Slot]:
+    """Bundles for every actor of the run, generators first, then channels, then learner ranks."""
+    use_gpus = config.cluster.gpus > 0
+    roles = [("generator", i, use_gpus) for i in range(config.generator.replicas)]
+    roles += [("reward", i, use_gpus and c.device == "gpu") for i, c in enumerate(config.rewards)]
+    roles += [("learner", i, use_gpus) for i in range(config.learner.ranks)]
+    needed = sum(1 for _, _, gpu in roles if gpu)
+    if needed > config.cluster.gpus:
+        raise ValueError(
+            f"cluster.gpus={config.cluster.gpus} but the run needs {needed} GPUs "
+            f"({config.generator.replicas} generators, GPU reward channels, {config.learner.ranks} learner ranks)"
+        )
+    cpus = round(min(1.0, total_cpus / len(roles)), 3)
+    return [Slot(role, index, cpus, 1 if gpu else 0) for role, index, gpu in roles]
+
+
+def start_ray(cluster: ClusterConfig) -> bool:
+    """Connect to ``cluster.address`` / RAY_ADDRESS, or start Ray here. Returns True if we started it.
+
+    A Ray already initialised in this process (tests, notebooks) is reused. The
+    dashboard is off unless asked for, and then bound to 127.0.0.1 only.
+    """
+    if ray.is_initialized():
+        return False
+    address = cluster.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return False
+    ray.init(
+        num_cpus=cluster.num_cpus,
+        num_gpus=cluster.gpus,
+        include_dashboard=cluster.dashboard,
+        dashboard_host="127.0.0.1",
+        log_to_driver=True,
+    )
+    return True
+
+
+@contextmanager
+def reserved(slots: list[Slot], strategy: str, timeout_s: float = 120.0) -> Iterator[PlacementGroup]:
+    """A ready placement group with one bundle per slot, removed on exit."""
+    bundles = [{"CPU": s.cpus, **({"GPU": s.gpus} if s.gpus else {})} for s in slots]
+    group = placement_group(bundles, strategy=_STRATEGIES[strategy])
+    try:
+        ray.get(group.ready(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        remove_placement_group(group)
+        raise RuntimeError(
+            f"the cluster cannot host {len(bundles)} bundles {bundles} within {timeout_s:g}s "
+            f"(available: {ray.available_resources()})"
+        ) from None
+    try:
+        yield group
+    finally:
+        remove_placement_group(group)
+
+
+def actor_options(group: PlacementGroup, slots: list[Slot], slot: Slot) -> dict[str, Any]:
+    """``.options(...)`` for the actor of ``slot``: its bundle, CPUs and GPU."""
+    return {
+        "num_cpus": slot.cpus,
+        "num_gpus": slot.gpus,
+        "scheduling_strategy": PlacementGroupSchedulingStrategy(
+            placement_group=group, placement_group_bundle_index=slots.index(slot)
+        ),
+    }
+
+
+class Introspect:
+    """Mixin the orchestrator adds to remote actors: where did this actor land?"""
+
+    def placement(self) -> dict[str, Any]:
+        """Node id and the GPU ids Ray assigned to this actor."""
+        context = ray.get_runtime_context()
+        return {"node_id": context.get_node_id(), "gpu_ids": [str(g) for g in context.get_accelerator_ids()["GPU"]]}
+
+
+def remote_class(cls: type) -> Any:
+    """``ray.remote`` of ``cls`` with the Introspect mixin (the plain class stays Ray-free)."""
+    return ray.remote(type(f"Remote{cls.__name__}", (cls, Introspect), {}))

@@ -1,0 +1,6 @@
+"""Reward channels, registered by kind. Importing this package registers the built-in kinds."""
+
+from mixgrpo.rewards.channels import math, python, rules  # noqa: F401  (registration side effects)
+from mixgrpo.rewards.channels.base import CHANNEL_KINDS, ScoringInput, build_channel, register
+
+__all__ = ["CHANNEL_KINDS", "ScoringInput", "build_channel", "register"]

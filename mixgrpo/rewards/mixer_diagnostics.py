@@ -1,0 +1,168 @@
+"""Diagnostics of one mixer call: per-head statistics and per-completion review flags.
+
+Computed lazily by :attr:`mixgrpo.rewards.mixer.MixResult.diagnostics`, so the
+training hot path pays nothing for them. Every array is ready to become a
+Parquet column (per head: length ``R``; per completion: ``(P, m)`` or
+``(P, m, R)``, flattened by the writer).
+
+Statistics are taken over the *valid* completions on the rewards as the
+channels reported them (before any gating); nulls include ``+/-inf``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NO_SIGNAL_REASON = "no_signal"
+
+
+@dataclass(frozen=True, eq=False)
+class DiagnosticInputs:
+    """What a mixer call keeps for its lazy diagnostics.
+
+    Attributes:
+        rewards: ``(P, m, R)`` float64 rewards as passed (NaN/inf = null).
+        valid: ``(P, m)`` bool, or None when every completion is valid.
+        mode: the advantage mode used.
+        gate_threshold: the ``"conditioned"`` gate threshold.
+        head_names: ``R`` names.
+        weak_thresholds: ``(R,)`` float64; reward < threshold = weak head.
+        signal: ``(P, m)`` bool, completions whose advantage carries a signal.
+    """
+
+    rewards: np.ndarray
+    valid: np.ndarray | None
+    mode: str
+    gate_threshold: float
+    head_names: tuple[str, ...]
+    weak_thresholds: np.ndarray
+    signal: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class MixDiagnostics:
+    """Per-head and per-completion diagnostics of one mixer call.
+
+    Attributes:
+        head_names: ``R`` names.
+        head_mean: ``(R,)`` mean over present entries (NaN when none).
+        head_std: ``(R,)`` population std over present entries (NaN when none).
+        head_null_rate: ``(R,)`` nulls (NaN and +/-inf) / valid completions.
+        head_invalid_count: ``(R,)`` int64, +/-inf rewards converted to null.
+        head_zero_var_group_rate: ``(R,)`` fraction of groups where the channel,
+            as normalised (gated in ``"conditioned"`` mode), had < 2 present
+            entries or zero variance; per group whatever the scope.
+        weak_heads: ``(P, m, R)`` bool, present and below its weak threshold.
+        review_head: ``(P, m)`` int64, the weak head with the largest shortfall
+            ``(threshold - reward) / head_std`` (raw shortfall when the std is
+            0 or NaN); -1 when no head is weak.
+        review_reason: ``(P, m)`` object array of str: ``""`` when nothing to
+            review, else e.g. ``"format=0.12<0.50"``, ``"no_signal"``, or both
+            joined by ``"; "``.
+        no_signal: ``(P, m)`` bool, valid completions whose advantage was set
+            to 0 for lack of any present channel of positive weight.
+    """
+
+    head_names: tuple[str, ...]
+    head_mean: np.ndarray
+    head_std: np.ndarray
+    head_null_rate: np.ndarray
+    head_invalid_count: np.ndarray
+    head_zero_var_group_rate: np.ndarray
+    weak_heads: np.ndarray
+    review_head: np.ndarray
+    review_reason: np.ndarray
+    no_signal: np.ndarray
+
+    def per_head_table(self) -> dict[str, list]:
+        """Per-head columns as lists, keyed by column name (one row per head)."""
+        return {
+            "head": list(self.head_names),
+            "mean": self.head_mean.tolist(),
+            "std": self.head_std.tolist(),
+            "null_rate": self.head_null_rate.tolist(),
+            "invalid_count": self.head_invalid_count.tolist(),
+            "zero_var_group_rate": self.head_zero_var_group_rate.tolist(),
+        }
+
+
+def diagnose(inputs: DiagnosticInputs, degenerate: np.ndarray) -> MixDiagnostics:
+    """Build :class:`MixDiagnostics`.
+
+    Args:
+        inputs: what the mixer call kept.
+        degenerate: ``(P, R)`` bool, per-group degenerate channels as normalised.
+    """
+    rewards = inputs.rewards
+    valid = _valid_or_all(inputs.valid, rewards.shape[:2])
+    present = np.isfinite(rewards) & valid[:, :, None]
+    mean, std = _head_moments(rewards, present)
+    null_rate = _safe_ratio(valid.sum() - present.sum(axis=(0, 1)), valid.sum())
+    weak = present & (rewards < inputs.weak_thresholds)
+    no_signal = valid & ~inputs.signal
+    review_head = _review_head(rewards, weak, inputs.weak_thresholds, std)
+    return MixDiagnostics(
+        head_names=inputs.head_names,
+        head_mean=mean,
+        head_std=std,
+        head_null_rate=null_rate,
+        head_invalid_count=(np.isinf(rewards) & valid[:, :, None]).sum(axis=(0, 1)),
+        head_zero_var_group_rate=_safe_ratio(degenerate.sum(axis=0), degenerate.shape[0]),
+        weak_heads=weak,
+        review_head=review_head,
+        review_reason=_review_reasons(rewards, review_head, no_signal, inputs),
+        no_signal=no_signal,
+    )
+
+
+def _valid_or_all(valid: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """``(P, m)`` bool validity, all True when ``valid`` is None."""
+    return np.ones(shape, dtype=bool) if valid is None else valid
+
+
+def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray | int) -> np.ndarray:
+    """``numerator / denominator`` as float64, NaN where the denominator is 0."""
+    numerator = np.asarray(numerator, dtype=np.float64)
+    denominator = np.broadcast_to(np.asarray(denominator, dtype=np.float64), numerator.shape)
+    out = np.full(numerator.shape, np.nan)
+    return np.divide(numerator, denominator, out=out, where=denominator > 0)
+
+
+def _head_moments(rewards: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(R,)`` mean and population std of each head over its present entries."""
+    mask = present.astype(np.float64)
+    count = mask.sum(axis=(0, 1))
+    filled = np.where(present, rewards, 0.0)
+    mean = _safe_ratio(filled.sum(axis=(0, 1)), count)
+    centred = (filled - np.nan_to_num(mean)) * mask
+    return mean, np.sqrt(_safe_ratio((centred * centred).sum(axis=(0, 1)), count))
+
+
+def _review_head(
+    rewards: np.ndarray, weak: np.ndarray, thresholds: np.ndarray, head_std: np.ndarray
+) -> np.ndarray:
+    """``(P, m)`` index of the weak head with the largest std-scaled shortfall, -1 if none."""
+    unit = np.where(np.isfinite(head_std) & (head_std > 0), head_std, 1.0)
+    with np.errstate(invalid="ignore"):
+        shortfall = np.where(weak, (thresholds - rewards) / unit, -np.inf)
+    return np.where(weak.any(axis=2), shortfall.argmax(axis=2), -1)
+
+
+def _review_reasons(
+    rewards: np.ndarray, review_head: np.ndarray, no_signal: np.ndarray, inputs: DiagnosticInputs
+) -> np.ndarray:
+    """``(P, m)`` object array of reason strings, built only for flagged completions."""
+    reasons = np.full(review_head.shape, "", dtype=object)
+    for group, completion in zip(*np.nonzero((review_head >= 0) | no_signal)):
+        parts = []
+        head = review_head[group, completion]
+        if head >= 0:
+            reward = rewards[group, completion, head]
+            threshold = inputs.weak_thresholds[head]
+            parts.append(f"{inputs.head_names[head]}={reward:.2f}<{threshold:.2f}")
+        if no_signal[group, completion]:
+            parts.append(NO_SIGNAL_REASON)
+        reasons[group, completion] = "; ".join(parts)
+    return reasons

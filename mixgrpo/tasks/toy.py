@@ -1,0 +1,52 @@
+"""The built-in toy task: single-digit addition that a tiny model learns on a CPU.
+
+A prompt is ``"3+4="`` with the gold answer ``"7"`` in its metadata. The
+warm-start corpus mixes the clean answer with chatty variants ("it is 7",
+"7 or 8") and wrong sums, so a model trained briefly on it is right some of the
+time, sometimes chatty and sometimes long: every reward channel of the default
+job has signal to learn from.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mixgrpo.batch import PromptBatch
+
+_CHATTY_TEMPLATES = ("it is {c}", "{c} or {d}", "about {c}", "{c} i think", "so {c}")
+
+
+def arithmetic_pool(num_prompts: int, seed: int) -> PromptBatch:
+    """A shuffled pool of ``num_prompts`` addition prompts (pairs repeat past 100)."""
+    rng = np.random.default_rng(seed)
+    pairs = [(a, b) for a in range(10) for b in range(10)]
+    order = rng.permutation(len(pairs))
+    chosen = [pairs[order[i % len(pairs)]] for i in range(num_prompts)]
+    return PromptBatch(
+        prompt_ids=np.arange(num_prompts, dtype=np.int64),
+        prompts=[f"{a}+{b}=" for a, b in chosen],
+        metadata=[{"answer": str(a + b)} for a, b in chosen],
+    )
+
+
+def warm_start_corpus(seed: int, copies: int = 20) -> list[str]:
+    """Supervised texts ``"a+b=completion"``: 40 % clean, 30 % chatty, 30 % off by one or two."""
+    rng = np.random.default_rng(seed)
+    texts = []
+    for _ in range(copies):
+        for a in range(10):
+            for b in range(10):
+                texts.append(f"{a}+{b}={_completion(a + b, rng)}")
+    rng.shuffle(texts)
+    return texts
+
+
+def _completion(answer: int, rng: np.random.Generator) -> str:
+    draw = rng.random()
+    if draw < 0.4:
+        return str(answer)
+    wrong = max(0, answer + int(rng.choice([-2, -1, 1, 2])))
+    if draw < 0.7:
+        template = _CHATTY_TEMPLATES[rng.integers(len(_CHATTY_TEMPLATES))]
+        return template.format(c=answer, d=wrong)
+    return str(wrong)
