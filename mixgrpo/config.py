@@ -135,8 +135,8 @@ class AlgorithmConfig(_Section):
     """GDPO: z-score the aggregated advantages over the batch."""
     gate_threshold: float = 1.0
     """conditioned mode: channel 0 passes when its reward >= this."""
-    async_steps: Literal[0, 1] = 0
-    """0: synchronous; 1: generate step t+1 while learning step t."""
+    weights: list[float] | None = None
+    """Channel weights in channel order, overriding each channel's own weight (for sweeps)."""
     loss: LossSettings = Field(default_factory=LossSettings)
     """Policy-loss settings."""
 
@@ -217,18 +217,36 @@ class Config(_Section):
             raise ValueError("channel weights must not all be zero")
         return rewards
 
+    @model_validator(mode="after")
+    def _weights_match_channels(self) -> "Config":
+        weights = self.algorithm.weights
+        if weights is not None:
+            if len(weights) != len(self.rewards):
+                raise ValueError(
+                    f"algorithm.weights has {len(weights)} values for {len(self.rewards)} reward channels "
+                    f"{self.channel_names}"
+                )
+            if any(w < 0 for w in weights) or sum(weights) <= 0:
+                raise ValueError("algorithm.weights must be non-negative and not all zero")
+        return self
+
     @property
     def channel_names(self) -> list[str]:
         """Names of the reward channels, in mixer order."""
         return [c.name for c in self.rewards]
 
+    @property
+    def channel_weights(self) -> list[float]:
+        """Mixer weights in channel order (algorithm.weights when set)."""
+        return list(self.algorithm.weights) if self.algorithm.weights is not None else [c.weight for c in self.rewards]
+
 
 def _format_validation_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "<root>"
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        lines.append(f"config error at {path}: {message}")
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+        path = ".".join(str(p) for p in item["loc"])
+        lines.append(f"config error at {path}: {message}" if path else f"config error: {message}")
     return "; ".join(lines)
 
 

@@ -45,8 +45,9 @@ class HFBackend:
     """transformers ``generate`` on a PEFT-wrapped model; adapters are set in memory."""
 
     def __init__(self, model_path: str, model: ModelConfig, lora: LoraConfig, sampling: GeneratorConfig) -> None:
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.tokenizer = load_tokenizer(model_path)
-        self.model = wrap_lora(load_base_model(model_path, model), lora).eval()
+        self.model = wrap_lora(load_base_model(model_path, model, self.device), lora).eval()
         self.sampling = sampling
 
     @torch.no_grad()
@@ -55,8 +56,8 @@ class HFBackend:
         torch.manual_seed(seed)
         ids, mask = pad_left(prompt_token_ids, self.tokenizer.pad_token_id)
         out = self.model.generate(
-            input_ids=ids,
-            attention_mask=mask,
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
             do_sample=True,
             temperature=self.sampling.temperature,
             top_p=self.sampling.top_p,
@@ -68,8 +69,8 @@ class HFBackend:
             output_scores=True,
             return_dict_in_generate=True,
         )
-        new_tokens = out.sequences[:, ids.shape[1] :]
-        scores = torch.stack(out.scores, dim=1).float()  # (B*m, T, V) after temperature / top-p
+        new_tokens = out.sequences[:, ids.shape[1] :].cpu()
+        scores = torch.stack(out.scores, dim=1).float().cpu()  # (B*m, T, V) after temperature / top-p
         logprobs = torch.log_softmax(scores, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
         lengths = _lengths_through_eos(new_tokens, self.tokenizer.eos_token_id)
         token_ids = [new_tokens[i, :n].numpy().astype(np.int64) for i, n in enumerate(lengths)]

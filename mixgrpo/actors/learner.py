@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,12 +67,12 @@ def _collate(batch: TrainBatch, rows: range, pad_id: int) -> _MicroBatch:
     behaviour = torch.zeros((len(rows), t_max))
     for row, i in enumerate(rows):
         n_prompt, n_completion = len(batch.prompt_token_ids[i]), len(batch.completion_token_ids[i])
-        input_ids[row, : len(full[row])] = torch.from_numpy(full[row])
+        input_ids[row, : len(full[row])] = torch.tensor(full[row])
         attention[row, : len(full[row])] = 1
         positions[row, :n_completion] = torch.arange(n_prompt - 1, n_prompt - 1 + n_completion)
-        completion[row, :n_completion] = torch.from_numpy(batch.completion_token_ids[i])
+        completion[row, :n_completion] = torch.tensor(batch.completion_token_ids[i])
         mask[row, :n_completion] = 1.0
-        behaviour[row, :n_completion] = torch.from_numpy(batch.behaviour_logprobs[i].astype(np.float32))
+        behaviour[row, :n_completion] = torch.tensor(batch.behaviour_logprobs[i], dtype=torch.float32)
     return _MicroBatch(
         input_ids, attention, positions, completion, mask, behaviour,
         torch.as_tensor(batch.advantages[rows], dtype=torch.float32),
@@ -97,7 +98,6 @@ class Learner:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
-        init_method: str | None = None,
     ) -> None:
         torch.set_num_threads(learner.threads)
         torch.manual_seed(seed)
@@ -106,14 +106,6 @@ class Learner:
         self.temperature = temperature
         self.rank, self.world_size = rank, world_size
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        if world_size > 1:
-            dist.init_process_group(
-                "nccl" if self.device == "cuda" else "gloo",
-                init_method=init_method,
-                rank=rank,
-                world_size=world_size,
-                timeout=datetime.timedelta(seconds=learner.collective_timeout_s),
-            )
         base = load_base_model(resolve_model_path(model.path, seed), model, self.device)
         self.model = wrap_lora(base, learner.lora)
         self.pad_id = base.config.pad_token_id if base.config.pad_token_id is not None else 0
@@ -122,6 +114,24 @@ class Learner:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._warmup_factor)
         self.version = 0
         self.skipped_steps = 0
+
+    def rendezvous_address(self) -> str:
+        """A ``tcp://host:port`` on this machine with a free port, for rank 0 to host the group."""
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            port = probe.getsockname()[1]
+        return f"tcp://{socket.gethostbyname(socket.gethostname())}:{port}"
+
+    def join(self, init_method: str) -> int:
+        """Join the process group (all ranks call this at once); returns this rank."""
+        dist.init_process_group(
+            "nccl" if self.device == "cuda" else "gloo",
+            init_method=init_method,
+            rank=self.rank,
+            world_size=self.world_size,
+            timeout=datetime.timedelta(seconds=self.config.collective_timeout_s),
+        )
+        return self.rank
 
     def _warmup_factor(self, optimizer_step: int) -> float:
         if self.config.warmup_steps == 0:
@@ -225,6 +235,7 @@ class Learner:
             "scheduler": self.scheduler.state_dict(),
             "version": self.version,
             "skipped_steps": self.skipped_steps,
+            "torch_rng": torch.get_rng_state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> int:
@@ -234,6 +245,7 @@ class Learner:
         self.scheduler.load_state_dict(state["scheduler"])
         self.version = int(state["version"])
         self.skipped_steps = int(state["skipped_steps"])
+        torch.set_rng_state(state["torch_rng"])
         return self.version
 
     def save_adapter(self, directory: str) -> str:

@@ -89,11 +89,13 @@ class MixResult:
     @functools.cached_property
     def diagnostics(self) -> MixDiagnostics:
         """Per-head statistics and per-completion review flags (lazy, cached)."""
-        filled, present = _channel_major(self._inputs.rewards, self._inputs.valid)
-        if self._inputs.mode == "conditioned":
-            _gate(filled, present, self._inputs.gate_threshold)
-        degenerate = _degenerate_per_group(filled, present)
-        return diagnose(self._inputs, degenerate)
+        inputs = self._inputs
+        filled, present = _channel_major(inputs.rewards, inputs.valid)
+        normalised, normalised_present = filled.copy(), present.copy()
+        if inputs.mode == "conditioned":
+            _gate(normalised, normalised_present, inputs.gate_threshold)
+        degenerate = _degenerate_per_group(normalised, normalised_present)
+        return diagnose(inputs, filled, present, degenerate)
 
 
 def compute_advantages(
@@ -228,10 +230,9 @@ def _channel_major(rewards: np.ndarray, valid: np.ndarray | None) -> tuple[np.nd
     """
     filled = np.ascontiguousarray(rewards.transpose(0, 2, 1))
     present = np.isfinite(filled)
-    np.nan_to_num(filled, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     if valid is not None:
         present &= valid[:, None, :]
-        filled *= valid[:, None, :]
+    np.putmask(filled, ~present, 0.0)
     return filled, present
 
 
@@ -282,6 +283,15 @@ def _degenerate_per_group(values: np.ndarray, present: np.ndarray) -> np.ndarray
     return _is_degenerate(count, mean, std)[:, :, 0]
 
 
+def _weight_present(weights: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """``(P, m)``: total weight of the channels present for each completion.
+
+    ``einsum`` casts the bool mask in buffered chunks; ``matmul`` would first
+    allocate a full float copy of it.
+    """
+    return np.einsum("k,pkm->pm", weights, present)
+
+
 def _weighted_mean(
     weighted_sum: np.ndarray, weight_present: np.ndarray, total_weight: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -313,7 +323,7 @@ def _na_advantages(
         filled *= scale
         np.clip(filled, -options.clip, options.clip, out=filled)
         weighted_sum = np.matmul(weights, filled)
-    return _weighted_mean(weighted_sum, np.matmul(weights, present), float(weights.sum()))
+    return _weighted_mean(weighted_sum, _weight_present(weights, present), float(weights.sum()))
 
 
 def _scalar_advantages(
@@ -332,7 +342,7 @@ def _an_advantages(
     filled: np.ndarray, present: np.ndarray, weights: np.ndarray, options: MixOptions
 ) -> tuple[np.ndarray, np.ndarray]:
     """Aggregate-then-Normalize (classic GRPO on the renormalised weighted sum)."""
-    weight_present = np.matmul(weights, present)
+    weight_present = _weight_present(weights, present)
     total_weight = float(weights.sum())
     scalar, signal = _weighted_mean(np.matmul(weights, filled), weight_present, total_weight)
     return _scalar_advantages(scalar, signal, options), signal

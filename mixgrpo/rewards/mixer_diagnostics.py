@@ -88,31 +88,38 @@ class MixDiagnostics:
         }
 
 
-def diagnose(inputs: DiagnosticInputs, degenerate: np.ndarray) -> MixDiagnostics:
+def diagnose(
+    inputs: DiagnosticInputs, filled: np.ndarray, present: np.ndarray, degenerate: np.ndarray
+) -> MixDiagnostics:
     """Build :class:`MixDiagnostics`.
 
     Args:
         inputs: what the mixer call kept.
+        filled: ``(P, R, m)`` channel-major raw rewards, 0 where absent.
+        present: ``(P, R, m)`` bool, finite reward of a valid completion.
         degenerate: ``(P, R)`` bool, per-group degenerate channels as normalised.
     """
-    rewards = inputs.rewards
-    valid = _valid_or_all(inputs.valid, rewards.shape[:2])
-    present = np.isfinite(rewards) & valid[:, :, None]
-    mean, std = _head_moments(rewards, present)
-    null_rate = _safe_ratio(valid.sum() - present.sum(axis=(0, 1)), valid.sum())
-    weak = present & (rewards < inputs.weak_thresholds)
+    valid = _valid_or_all(inputs.valid, inputs.rewards.shape[:2])
+    mean, std = _head_moments(filled, present)
+    num_valid = int(valid.sum())
+    null_rate = _safe_ratio(num_valid - np.einsum("pkm->k", present, dtype=np.float64), num_valid)
+    thresholds = inputs.weak_thresholds[:, None]
+    weak = present & (filled < thresholds)
+    shortfall_unit = np.where(np.isfinite(std) & (std > 0), std, 1.0)[:, None]
+    shortfall = np.where(weak, (thresholds - filled) / shortfall_unit, -np.inf)
+    review_head = np.where(weak.any(axis=1), shortfall.argmax(axis=1), -1)
     no_signal = valid & ~inputs.signal
-    review_head = _review_head(rewards, weak, inputs.weak_thresholds, std)
+    invalid = np.isinf(inputs.rewards) & valid[:, :, None]
     return MixDiagnostics(
         head_names=inputs.head_names,
         head_mean=mean,
         head_std=std,
         head_null_rate=null_rate,
-        head_invalid_count=(np.isinf(rewards) & valid[:, :, None]).sum(axis=(0, 1)),
+        head_invalid_count=np.einsum("pmk->k", invalid, dtype=np.int64),
         head_zero_var_group_rate=_safe_ratio(degenerate.sum(axis=0), degenerate.shape[0]),
-        weak_heads=weak,
+        weak_heads=np.ascontiguousarray(weak.transpose(0, 2, 1)),
         review_head=review_head,
-        review_reason=_review_reasons(rewards, review_head, no_signal, inputs),
+        review_reason=_review_reasons(inputs, review_head, no_signal),
         no_signal=no_signal,
     )
 
@@ -130,28 +137,19 @@ def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray | int) -> np.ndar
     return np.divide(numerator, denominator, out=out, where=denominator > 0)
 
 
-def _head_moments(rewards: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(R,)`` mean and population std of each head over its present entries."""
-    mask = present.astype(np.float64)
-    count = mask.sum(axis=(0, 1))
-    filled = np.where(present, rewards, 0.0)
-    mean = _safe_ratio(filled.sum(axis=(0, 1)), count)
-    centred = (filled - np.nan_to_num(mean)) * mask
-    return mean, np.sqrt(_safe_ratio((centred * centred).sum(axis=(0, 1)), count))
+def _head_moments(filled: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(R,)`` mean and population std of each head over its present entries (NaN if none).
 
-
-def _review_head(
-    rewards: np.ndarray, weak: np.ndarray, thresholds: np.ndarray, head_std: np.ndarray
-) -> np.ndarray:
-    """``(P, m)`` index of the weak head with the largest std-scaled shortfall, -1 if none."""
-    unit = np.where(np.isfinite(head_std) & (head_std > 0), head_std, 1.0)
-    with np.errstate(invalid="ignore"):
-        shortfall = np.where(weak, (thresholds - rewards) / unit, -np.inf)
-    return np.where(weak.any(axis=2), shortfall.argmax(axis=2), -1)
+    ``filled`` and ``present`` are channel-major ``(P, R, m)``.
+    """
+    count = np.einsum("pkm->k", present, dtype=np.float64)
+    mean = _safe_ratio(np.einsum("pkm->k", filled), count)
+    centred = (filled - np.nan_to_num(mean)[:, None]) * present
+    return mean, np.sqrt(_safe_ratio(np.einsum("pkm,pkm->k", centred, centred), count))
 
 
 def _review_reasons(
-    rewards: np.ndarray, review_head: np.ndarray, no_signal: np.ndarray, inputs: DiagnosticInputs
+    inputs: DiagnosticInputs, review_head: np.ndarray, no_signal: np.ndarray
 ) -> np.ndarray:
     """``(P, m)`` object array of reason strings, built only for flagged completions."""
     reasons = np.full(review_head.shape, "", dtype=object)
@@ -159,7 +157,7 @@ def _review_reasons(
         parts = []
         head = review_head[group, completion]
         if head >= 0:
-            reward = rewards[group, completion, head]
+            reward = inputs.rewards[group, completion, head]
             threshold = inputs.weak_thresholds[head]
             parts.append(f"{inputs.head_names[head]}={reward:.2f}<{threshold:.2f}")
         if no_signal[group, completion]:

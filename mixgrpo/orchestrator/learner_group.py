@@ -1,0 +1,62 @@
+"""K learner ranks as K Ray actors joined by torch.distributed; rank 0 speaks for the group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from mixgrpo.actors.learner import Learner, LearnerResult
+from mixgrpo.batch import TrainBatch
+from mixgrpo.config import Config
+from mixgrpo.orchestrator.placement import remote_class
+
+
+class LearnerGroup:
+    """Creates the ranks (one actor option dict each), joins them, and fans each step out."""
+
+    def __init__(self, config: Config, options_per_rank: list[dict[str, Any]]) -> None:
+        remote_learner = remote_class(Learner)
+        world_size = len(options_per_rank)
+        self.actors = [
+            remote_learner.options(**options).remote(
+                config.model, config.learner, config.algorithm.loss,
+                config.generator.temperature, config.run.seed, rank, world_size,
+            )
+            for rank, options in enumerate(options_per_rank)
+        ]
+        if world_size > 1:
+            address = ray.get(self.actors[0].rendezvous_address.remote())
+            ray.get([actor.join.remote(address) for actor in self.actors])
+
+    @property
+    def world_size(self) -> int:
+        """Number of ranks."""
+        return len(self.actors)
+
+    def train_step(self, batch: TrainBatch) -> LearnerResult:
+        """One optimizer step over the whole batch, sharded across ranks; rank 0's result."""
+        refs = [actor.train_step.remote(batch.shard(rank, self.world_size)) for rank, actor in enumerate(self.actors)]
+        return ray.get(refs)[0]
+
+    def state(self) -> dict[str, Any]:
+        """Checkpointable learner state (identical on every rank; taken from rank 0)."""
+        return ray.get(self.actors[0].state.remote())
+
+    def load_state(self, state: dict[str, Any]) -> int:
+        """Restore every rank from a checkpoint; returns the adapter version."""
+        return ray.get([actor.load_state.remote(state) for actor in self.actors])[0]
+
+    def save_adapter(self, directory: str) -> str:
+        """Write the adapter in PEFT format from rank 0."""
+        return ray.get(self.actors[0].save_adapter.remote(directory))
+
+    def placements(self) -> list[dict[str, Any]]:
+        """Node and GPU ids of every rank."""
+        return ray.get([actor.placement.remote() for actor in self.actors])
+
+    def shutdown(self) -> None:
+        """Leave the process group and end the actors."""
+        ray.get([actor.shutdown.remote() for actor in self.actors])
+        for actor in self.actors:
+            ray.kill(actor)

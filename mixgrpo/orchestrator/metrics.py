@@ -1,0 +1,177 @@
+"""What a run leaves behind and shows: metrics.jsonl, TensorBoard, rollouts.parquet, plots, progress.
+
+Every step is flushed on its own: one JSON line, one TensorBoard event batch and
+one Parquet file ``rollouts.parquet/step-000012.parquet`` (written to a
+temporary name, then renamed), so a killed run leaves only readable outputs and
+``pyarrow.parquet.read_table(RUN_DIR / "rollouts.parquet")`` reads them all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROLLOUTS = "rollouts.parquet"
+METRICS = "metrics.jsonl"
+REWARD_PLOT = "rewards.png"
+
+
+class RunRecorder:
+    """Writes one step's metrics and rollouts, and draws the console progress line."""
+
+    def __init__(self, run_dir: Path, channel_names: list[str], total_steps: int,
+                 tensorboard: bool = True, progress: bool = True, stream: TextIO = sys.stderr) -> None:
+        self.run_dir = run_dir
+        self.channel_names = channel_names
+        self.total_steps = total_steps
+        self.progress = progress
+        self.stream = stream
+        (run_dir / ROLLOUTS).mkdir(parents=True, exist_ok=True)
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def truncate_from(self, step: int) -> None:
+        """Drop outputs of steps >= ``step`` (written after the checkpoint a resume starts from)."""
+        metrics_path = self.run_dir / METRICS
+        if metrics_path.is_file():
+            kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] < step]
+            metrics_path.write_text("".join(line + "\n" for line in kept))
+        for part in (self.run_dir / ROLLOUTS).glob("step-*.parquet"):
+            if int(part.stem.split("-")[1]) >= step:
+                part.unlink()
+
+    def record(self, step: int, metrics: dict[str, float], rollouts: pa.Table) -> None:
+        """Persist one step (metrics line, TensorBoard scalars, rollouts part) and show progress."""
+        line = json.dumps({"step": step, **{k: _jsonable(v) for k, v in metrics.items()}})
+        with open(self.run_dir / METRICS, "a") as handle:
+            handle.write(line + "\n")
+        part = self.run_dir / ROLLOUTS / f"step-{step:06d}.parquet"
+        temporary = part.with_name(f".{part.name}.tmp")
+        pq.write_table(rollouts, temporary)
+        os.replace(temporary, part)
+        if self.writer is not None:
+            for key, value in metrics.items():
+                if value is not None and math.isfinite(value):
+                    self.writer.add_scalar(key, value, step)
+            self.writer.flush()
+        if self.progress:
+            self.stream.write(self._progress_line(step, metrics) + "\n")
+            self.stream.flush()
+
+    def _progress_line(self, step: int, metrics: dict[str, float]) -> str:
+        done = step + 1
+        filled = int(20 * done / self.total_steps)
+        rewards = "  ".join(f"{n} {metrics.get(f'reward/{n}', float('nan')):+.3f}" for n in self.channel_names)
+        return (f"step {done:>4}/{self.total_steps} [{'#' * filled}{'.' * (20 - filled)}] "
+                f"{rewards}  | {metrics.get('time/step', float('nan')):.2f}s")
+
+    def close(self) -> None:
+        """Flush and close TensorBoard."""
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """All metric lines of a run, in step order."""
+    path = run_dir / METRICS
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return sorted(rows, key=lambda row: row["step"])
+
+
+def plot_rewards(run_dir: Path, channel_names: list[str]) -> Path:
+    """PNG of each channel's mean reward per step (one panel per channel); returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_dir)
+    steps = [row["step"] for row in rows]
+    figure, axes = plt.subplots(1, len(channel_names), figsize=(3.2 * len(channel_names), 2.8), squeeze=False)
+    for axis, name in zip(axes[0], channel_names):
+        values = [row.get(f"reward/{name}") for row in rows]
+        values = [np.nan if v is None else v for v in values]
+        axis.plot(steps, values, color="0.75", linewidth=1)
+        axis.plot(steps, _moving_average(np.asarray(values, dtype=float), 5), color="tab:blue", linewidth=2)
+        axis.set_title(name)
+        axis.set_xlabel("step")
+    axes[0][0].set_ylabel("mean reward")
+    figure.tight_layout()
+    path = run_dir / REWARD_PLOT
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    out = np.full_like(values, np.nan)
+    for i in range(len(values)):
+        chunk = values[max(0, i - window + 1) : i + 1]
+        chunk = chunk[np.isfinite(chunk)]
+        if chunk.size:
+            out[i] = chunk.mean()
+    return out
+
+
+def summary_table(run_dir: Path, channel_names: list[str], window: int = 10) -> str:
+    """Per channel: mean reward over the first and last ``window`` steps, null rate, and the time split."""
+    rows = read_metrics(run_dir)
+    if not rows:
+        return "(no steps recorded)"
+    head, tail = rows[:window], rows[-window:]
+
+    def mean(subset: list[dict[str, Any]], key: str) -> float:
+        values = [row[key] for row in subset if row.get(key) is not None]
+        return float(np.mean(values)) if values else float("nan")
+
+    lines = [f"{'channel':<14}{'first ' + str(len(head)):>10}{'last ' + str(len(tail)):>10}{'change':>10}{'null %':>9}"]
+    for name in channel_names:
+        first, last = mean(head, f"reward/{name}"), mean(rows[-window:], f"reward/{name}")
+        lines.append(f"{name:<14}{first:>10.3f}{last:>10.3f}{last - first:>+10.3f}"
+                     f"{100 * mean(rows, f'null_rate/{name}'):>9.1f}")
+    stages = ["generate", "reward", "mixer", "learn", "broadcast", "other"]
+    split = "  ".join(f"{s} {mean(rows, f'time/{s}'):.3f}s" for s in stages)
+    lines.append(f"mean step time {mean(rows, 'time/step'):.3f}s = {split}")
+    return "\n".join(lines)
+
+
+class StageTimer:
+    """Accumulates wall time per named stage of a step."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def add(self, stage: str, since: float) -> float:
+        """Charge ``now - since`` to ``stage``; returns now."""
+        now = time.monotonic()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
+        return now
+
+    def metrics(self) -> dict[str, float]:
+        """time/<stage> for every stage, time/other for the rest, and time/step."""
+        total = time.monotonic() - self.started
+        out = {f"time/{k}": v for k, v in self.seconds.items()}
+        out["time/other"] = max(0.0, total - sum(self.seconds.values()))
+        out["time/step"] = total
+        return out
