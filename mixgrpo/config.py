@@ -195,7 +195,7 @@ class Config(_Section):
     """Prompt source."""
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     """Rollout generation."""
-    rewards: list[RewardChannelConfig] = Field(default_factory=list)
+    rewards: list[RewardChannelConfig] = Field(default_factory=list, validate_default=True)
     """Reward channels, scored in parallel."""
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     """Advantage mixer and loss."""

@@ -62,6 +62,7 @@ def sanitize(raw: Any, n: int) -> tuple[np.ndarray, dict[str, int]]:
     """(N,) float64 with NaN for every unusable value, and counters of what was replaced."""
     counters = {"null": 0, "non_finite": 0, "not_a_number": 0, "out_of_range": 0}
     values = np.full(n, np.nan)
+    raw = raw.tolist() if hasattr(raw, "tolist") else raw  # numpy arrays / torch tensors -> Python numbers
     if isinstance(raw, (str, bytes)) or not hasattr(raw, "__len__") or len(raw) != n:
         got = len(raw) if hasattr(raw, "__len__") and not isinstance(raw, (str, bytes)) else type(raw).__name__
         raise ValueError(f"channel returned {got} values for {n} completions")

@@ -9,6 +9,7 @@ so every actor fits on a laptop. Ray does the scheduling, ``pack`` or
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ def plan_slots(config: Config, total_cpus: float) -> list[Slot]:
             f"cluster.gpus={config.cluster.gpus} but the run needs {needed} GPUs "
             f"({config.generator.replicas} generators, GPU reward channels, {config.learner.ranks} learner ranks)"
         )
-    cpus = round(min(1.0, total_cpus / len(roles)), 3)
+    cpus = math.floor(1000 * min(1.0, total_cpus / len(roles))) / 1000  # never over-ask
     return [Slot(role, index, cpus, 1 if gpu else 0) for role, index, gpu in roles]
 
 

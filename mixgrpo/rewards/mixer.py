@@ -56,11 +56,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from mixgrpo.rewards.mixer_diagnostics import DiagnosticInputs, MixDiagnostics, diagnose
+from mixgrpo.rewards.mixer_diagnostics import (
+    DiagnosticInputs,
+    MixDiagnostics,
+    diagnose,
+    validated_head_names,
+    validated_thresholds,
+)
 
 SCOPES = ("group", "batch")
 ZERO_STD_RTOL = 1e-12
 """A channel whose std is at most this fraction of ``|mean|`` counts as constant."""
+_OVERFLOW_MESSAGE = "reward magnitudes overflow float64 (keep |r| well below 1e150); rescale"
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,7 @@ def compute_advantages(
         eps: added to every std.
         head_names: ``R`` names for the diagnostics (default ``h0, h1, ...``).
         weak_thresholds: ``(R,)``; a present reward below it makes that head
-            weak for the diagnostics (default: no head is ever weak).
+            weak for the diagnostics; NaN or -inf = never weak (the default).
         gate_threshold: ``"conditioned"`` only; channel 0 passes when ``>=`` it.
 
     Returns:
@@ -140,20 +147,20 @@ def compute_advantages(
 
     Raises:
         ValueError: on malformed inputs or options, or when the reward
-            magnitudes overflow float64 (|r| near 1e308).
+            magnitudes overflow float64 (squares of |r| > ~1e154).
     """
     rewards, weights, valid = _validated_arrays(rewards, weights, valid)
     _check_options(mode, scope, clip, eps, gate_threshold)
     num_heads = rewards.shape[2]
-    names = _validated_names(head_names, num_heads)
-    thresholds = _validated_thresholds(weak_thresholds, num_heads)
+    names = validated_head_names(head_names, num_heads)
+    thresholds = validated_thresholds(weak_thresholds, num_heads)
     options = MixOptions(scope, std_normalize, clip, eps, gate_threshold)
     filled, present = _channel_major(rewards, valid)
     advantages, signal = _MODE_FUNCTIONS[mode](filled, present, weights, options)
     if post_normalize:
         advantages = _post_normalise(advantages, signal, eps)
     if not np.isfinite(advantages).all():
-        raise ValueError("reward magnitudes overflow float64; rescale the rewards")
+        raise ValueError(_OVERFLOW_MESSAGE)
     inputs = DiagnosticInputs(rewards, valid, mode, gate_threshold, names, thresholds, signal)
     return MixResult(advantages, inputs)
 
@@ -176,7 +183,9 @@ def _validated_arrays(
         raise ValueError(f"weights must be finite; got {weights}")
     if (weights < 0).any():
         raise ValueError(f"weights must be non-negative; got {weights}")
-    if not weights.sum() > 0 or not np.isfinite(weights.sum()):
+    with np.errstate(over="ignore"):
+        total_weight = weights.sum()
+    if not (total_weight > 0 and np.isfinite(total_weight)):
         raise ValueError(f"weights must have a positive, finite sum; got {weights}")
     if valid is not None:
         valid = np.asarray(valid).astype(bool, copy=False)
@@ -199,26 +208,6 @@ def _check_options(mode: str, scope: str, clip: float | None, eps: float, gate: 
         raise ValueError("gate_threshold must not be NaN")
 
 
-def _validated_names(head_names: Sequence[str] | None, num_heads: int) -> tuple[str, ...]:
-    """``R`` head names; ``h0, h1, ...`` by default."""
-    if head_names is None:
-        return tuple(f"h{index}" for index in range(num_heads))
-    names = tuple(str(name) for name in head_names)
-    if len(names) != num_heads:
-        raise ValueError(f"head_names must have R={num_heads} entries; got {len(names)}")
-    return names
-
-
-def _validated_thresholds(thresholds: np.ndarray | None, num_heads: int) -> np.ndarray:
-    """``(R,)`` weak-head thresholds; ``-inf`` (never weak) by default."""
-    if thresholds is None:
-        return np.full(num_heads, -np.inf)
-    thresholds = np.asarray(thresholds, dtype=np.float64)
-    if thresholds.shape != (num_heads,):
-        raise ValueError(f"weak_thresholds must have shape ({num_heads},); got {thresholds.shape}")
-    return thresholds
-
-
 def _channel_major(rewards: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """New channel-major ``(P, R, m)`` arrays: zero-filled rewards and the bool presence mask.
 
@@ -228,7 +217,7 @@ def _channel_major(rewards: np.ndarray, valid: np.ndarray | None) -> tuple[np.nd
     works in place on it, because fresh multi-megabyte temporaries cost more in
     page faults than the arithmetic on them.
     """
-    filled = np.ascontiguousarray(rewards.transpose(0, 2, 1))
+    filled = rewards.transpose(0, 2, 1).copy(order="C")  # always a copy: filled in place below
     present = np.isfinite(filled)
     if valid is not None:
         present &= valid[:, None, :]
@@ -272,9 +261,12 @@ def _standardise(values: np.ndarray, present: np.ndarray, options: MixOptions) -
     degenerate (group, channel) pairs.
     """
     count, mean, std = _moments(values, present, options.scope)
-    scale = 1.0 / (std + options.eps) if options.std_normalize else np.ones_like(std)
-    scale[_is_degenerate(count, mean, std)] = 0.0
-    return scale
+    if not np.isfinite(std).all():  # squares overflowed: the z-scores would silently be 0
+        raise ValueError(_OVERFLOW_MESSAGE)
+    signal = ~_is_degenerate(count, mean, std)
+    if not options.std_normalize:
+        return signal.astype(np.float64)
+    return np.divide(1.0, std + options.eps, out=np.zeros_like(std), where=signal)
 
 
 def _degenerate_per_group(values: np.ndarray, present: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ channels reported them (before any gating); nulls include ``+/-inf``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -86,6 +87,26 @@ class MixDiagnostics:
             "invalid_count": self.head_invalid_count.tolist(),
             "zero_var_group_rate": self.head_zero_var_group_rate.tolist(),
         }
+
+
+def validated_head_names(head_names: Sequence[str] | None, num_heads: int) -> tuple[str, ...]:
+    """``R`` head names; ``h0, h1, ...`` by default."""
+    if head_names is None:
+        return tuple(f"h{index}" for index in range(num_heads))
+    names = tuple(str(name) for name in head_names)
+    if len(names) != num_heads:
+        raise ValueError(f"head_names must have R={num_heads} entries; got {len(names)}")
+    return names
+
+
+def validated_thresholds(thresholds: np.ndarray | None, num_heads: int) -> np.ndarray:
+    """``(R,)`` weak-head thresholds; ``-inf`` (never weak) by default."""
+    if thresholds is None:
+        return np.full(num_heads, -np.inf)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if thresholds.shape != (num_heads,):
+        raise ValueError(f"weak_thresholds must have shape ({num_heads},); got {thresholds.shape}")
+    return thresholds
 
 
 def diagnose(

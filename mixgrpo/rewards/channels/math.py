@@ -61,6 +61,8 @@ def numeric_distance_channel(options: dict[str, Any]) -> PerSample:
     options: answer_key (default "answer"), scale (default 1), which ("first" | "last").
     """
     opts = pop_options(options, "numeric_distance", {"answer_key": "answer", "scale": 1.0, "which": "first"})
+    if opts["which"] not in ("first", "last") or float(opts["scale"]) <= 0:
+        raise ValueError("channel kind 'numeric_distance': options.which must be 'first' or 'last', options.scale > 0")
 
     def score(prompt: str, completion: str, metadata: dict[str, Any], n_tokens: int) -> float | None:
         value = _pick_number(completion, opts["which"])

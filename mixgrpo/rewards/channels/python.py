@@ -28,7 +28,7 @@ def import_callable(spec: str) -> Callable[..., Any]:
         raise ValueError(f"callable {spec!r} is not of the form package.module:function")
     try:
         target: Any = importlib.import_module(module_name)
-    except ImportError as error:
+    except Exception as error:  # ImportError, but also a module that fails while importing
         raise ValueError(f"callable {spec!r}: cannot import {module_name!r} ({error})") from None
     for part in attribute.split("."):
         if not hasattr(target, part):

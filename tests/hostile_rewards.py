@@ -1,0 +1,27 @@
+"""User reward callables used by the tests (imported inside reward actors as hostile_rewards:...)."""
+
+from __future__ import annotations
+
+import time
+
+
+def always_raises(prompt: str, completion: str, metadata: dict) -> float:
+    """A buggy channel."""
+    raise RuntimeError("boom")
+
+
+def null_for_odd_answers(prompt: str, completion: str, metadata: dict) -> float | None:
+    """Null where the gold answer is odd, else 1.0."""
+    return None if int(metadata["answer"]) % 2 else 1.0
+
+
+def garbage(prompt: str, completion: str, metadata: dict) -> object:
+    """A mix of unusable values keyed on the prompt's first digit."""
+    choices = [float("nan"), float("inf"), "three", 1e300, None, -float("inf"), 0.5, 1.0, [1], 2.0]
+    return choices[int(prompt[0])]
+
+
+def hangs(prompt: str, completion: str, metadata: dict) -> float:
+    """Longer than any test timeout."""
+    time.sleep(30)
+    return 1.0

@@ -1,0 +1,60 @@
+"""K=2 learner ranks joined by gloo follow the same trajectory as K=1 on the same global batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import ray
+import torch
+
+from mixgrpo.actors.generator import Generator
+from mixgrpo.batch import TrainBatch
+from mixgrpo.config import load_config
+from mixgrpo.orchestrator.learner_group import LearnerGroup
+from mixgrpo.tasks import make_task
+from ray_helpers import start_local_ray
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray(tiny_model_cache):
+    start_local_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def _batches(config, steps: int) -> list[TrainBatch]:
+    generator = Generator(config.model, config.learner.lora, config.generator, config.run.seed)
+    task = make_task(config.task, config.run.seed)
+    rng = np.random.default_rng(0)
+    batches = []
+    for step in range(steps):
+        rollouts = generator.generate(task.sample(step), step)
+        advantages = rng.normal(size=len(rollouts)).astype(np.float32)
+        batches.append(TrainBatch(rollouts.prompt_token_ids, rollouts.completion_token_ids,
+                                  rollouts.behaviour_logprobs, advantages))
+    return batches
+
+
+def _trajectory(config, ranks: int, batches: list[TrainBatch]):
+    group = LearnerGroup(config, [{"num_cpus": 0.5}] * ranks)
+    try:
+        results = [group.train_step(batch) for batch in batches]
+    finally:
+        group.shutdown()
+    return [r.metrics["loss"] for r in results], results[-1].adapter
+
+
+@pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-mean"])
+def test_two_ranks_match_one_rank(aggregation):
+    config = load_config(None, [
+        "task.prompts_per_step=4", "generator.group_size=4", "learner.micro_batch_size=3",
+        f"algorithm.loss.aggregation={aggregation}", "algorithm.loss.kl_coef=0.05",
+    ])
+    batches = _batches(config, steps=3)
+    losses_one, adapter_one = _trajectory(config, 1, batches)
+    losses_two, adapter_two = _trajectory(config, 2, batches)
+    np.testing.assert_allclose(losses_two, losses_one, rtol=1e-4, atol=1e-6)
+    assert adapter_one.keys() == adapter_two.keys()
+    for key in adapter_one:
+        torch.testing.assert_close(adapter_two[key], adapter_one[key], rtol=1e-4, atol=1e-6)
+    assert any(float(v.abs().sum()) > 0 for k, v in adapter_one.items() if "lora_B" in k)
