@@ -9,6 +9,7 @@ field path in the message.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -250,13 +251,19 @@ def _format_validation_error(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
+_EXPONENT_FLOAT = re.compile(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+")
+
+
 def _parse_override(override: str) -> tuple[list[str], Any]:
     if "=" not in override:
         raise ConfigError(f"override {override!r} is not of the form dotted.key=value")
     key, raw = override.split("=", 1)
     if not key.strip():
         raise ConfigError(f"override {override!r} has an empty key")
-    return key.strip().split("."), yaml.safe_load(raw) if raw else ""
+    value = yaml.safe_load(raw) if raw else ""
+    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):
+        value = float(value)  # YAML 1.1 reads 2e-5 (no dot) as a string
+    return key.strip().split("."), value
 
 
 def _list_index(items: list[Any], token: str, path: str) -> int:

@@ -105,6 +105,10 @@ def metrics(step: int) -> dict:
         "time/step": 2.0,
         "time/generate": 1.0,
         "time/learn": 0.5,
+        "time/reward": 0.25,
+        "time/mixer": 0.0,
+        "time/broadcast": 0.125,
+        "time/other": 0.125,
         "loss": float("nan"),
     }
 
@@ -124,7 +128,8 @@ def test_record_writes_metrics_lines_and_rollout_parts(tmp_path):
     first = json.loads(lines[0])
     assert first == {
         "step": 0, "reward/correct": 0.25, "reward/length": -1.0, "null_rate/correct": 0.5,
-        "null_rate/length": 0.0, "time/step": 2.0, "time/generate": 1.0, "time/learn": 0.5, "loss": None,
+        "null_rate/length": 0.0, "time/step": 2.0, "time/generate": 1.0, "time/learn": 0.5,
+        "time/reward": 0.25, "time/mixer": 0.0, "time/broadcast": 0.125, "time/other": 0.125, "loss": None,
     }
     assert json.loads(lines[1])["reward/correct"] == 0.75
     parts = sorted(p.name for p in (tmp_path / "rollouts.parquet").iterdir())
@@ -172,7 +177,8 @@ def test_summary_table(tmp_path):
     assert lines[0].split() == ["channel", "first", "1", "last", "1", "change", "null", "%"]
     assert lines[1].split() == ["correct", "0.250", "0.750", "+0.500", "50.0"]
     assert lines[2].split() == ["length", "-1.000", "-1.000", "+0.000", "0.0"]
-    assert lines[3].startswith("mean step time 2.000s = generate 1.000s  reward nans  mixer nans  learn 0.500s")
+    assert lines[3] == ("mean step time 2.000s = generate 1.000s  reward 0.250s  mixer 0.000s  learn 0.500s  "
+                        "broadcast 0.125s  other 0.125s")
     assert summary_table(tmp_path / "nothing", CHANNELS) == "(no steps recorded)"
 
 

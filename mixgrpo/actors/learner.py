@@ -13,6 +13,7 @@ any micro-batch size follow the same trajectory as one rank on the whole batch.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import math
 import socket
@@ -231,7 +232,7 @@ class Learner:
         """Everything a checkpoint needs: adapter, optimizer, scheduler, version."""
         return {
             "adapter": self.adapter_tensors(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict(),
             "version": self.version,
             "skipped_steps": self.skipped_steps,

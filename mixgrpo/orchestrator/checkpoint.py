@@ -49,10 +49,15 @@ def save_checkpoint(run_dir: Path, next_step: int, learner_state: dict[str, Any]
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".writing-"))
     torch.save(learner_state, staging / "learner.pt")
     (staging / "driver.json").write_text(json.dumps({"next_step": next_step}))
-    if final.exists():
-        shutil.rmtree(final)
+    replaced = None
+    if final.exists():  # re-saving a step: keep the old copy until the new one is in place
+        replaced = final.with_name(f".replaced-{final.name}")
+        shutil.rmtree(replaced, ignore_errors=True)
+        os.rename(final, replaced)
     os.rename(staging, final)
     _write_atomically(root / "latest", final.name)
+    if replaced is not None:
+        shutil.rmtree(replaced)
     return final
 
 

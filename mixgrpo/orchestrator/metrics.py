@@ -149,7 +149,7 @@ def summary_table(run_dir: Path, channel_names: list[str], window: int = 10) -> 
         first, last = mean(head, f"reward/{name}"), mean(rows[-window:], f"reward/{name}")
         lines.append(f"{name:<14}{first:>10.3f}{last:>10.3f}{last - first:>+10.3f}"
                      f"{100 * mean(rows, f'null_rate/{name}'):>9.1f}")
-    stages = ["generate", "reward", "mixer", "learn", "broadcast", "other"]
+    stages = [s for s in ("generate", "reward", "mixer", "learn", "broadcast", "other") if f"time/{s}" in rows[-1]]
     split = "  ".join(f"{s} {mean(rows, f'time/{s}'):.3f}s" for s in stages)
     lines.append(f"mean step time {mean(rows, 'time/step'):.3f}s = {split}")
     return "\n".join(lines)

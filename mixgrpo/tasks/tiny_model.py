@@ -24,7 +24,7 @@ from mixgrpo.tasks.toy import warm_start_corpus
 
 BUILTIN_PREFIX = "builtin:"
 TINY_ARITH = "tiny-arith"
-_BUILD_VERSION = "v1"
+_BUILD_VERSION = "v2"
 _SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
 
 
@@ -108,9 +108,9 @@ def warm_start(
     model: LlamaForCausalLM,
     tokenizer: PreTrainedTokenizerFast,
     texts: list[str],
-    steps: int = 300,
-    batch_size: int = 64,
-    lr: float = 3e-3,
+    steps: int = 800,
+    batch_size: int = 32,
+    lr: float = 1e-3,
 ) -> float:
     """Short supervised pass (next-token loss on whole texts + EOS); returns the last loss."""
     encoded = [[tokenizer.bos_token_id, *tokenizer.encode(t), tokenizer.eos_token_id] for t in texts]

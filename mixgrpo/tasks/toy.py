@@ -29,8 +29,8 @@ def arithmetic_pool(num_prompts: int, seed: int) -> PromptBatch:
     )
 
 
-def warm_start_corpus(seed: int, copies: int = 20) -> list[str]:
-    """Supervised texts ``"a+b=completion"``: 40 % clean, 30 % chatty, 30 % off by one or two."""
+def warm_start_corpus(seed: int, copies: int = 200) -> list[str]:
+    """Supervised texts ``"a+b=completion"``: 30 % clean, 5 % chatty, 65 % off by one or two."""
     rng = np.random.default_rng(seed)
     texts = []
     for _ in range(copies):
@@ -43,10 +43,10 @@ def warm_start_corpus(seed: int, copies: int = 20) -> list[str]:
 
 def _completion(answer: int, rng: np.random.Generator) -> str:
     draw = rng.random()
-    if draw < 0.4:
+    if draw < 0.3:
         return str(answer)
     wrong = max(0, answer + int(rng.choice([-2, -1, 1, 2])))
-    if draw < 0.7:
+    if draw < 0.35:
         template = _CHATTY_TEMPLATES[rng.integers(len(_CHATTY_TEMPLATES))]
         return template.format(c=answer, d=wrong)
     return str(wrong)
