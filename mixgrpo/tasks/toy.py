@@ -13,6 +13,7 @@ import numpy as np
 
 from mixgrpo.batch import PromptBatch
 
+_EVASIVE = ("not sure", "i do not know", "hmm")
 _CHATTY_TEMPLATES = ("it is {c}", "{c} or {d}", "about {c}", "{c} i think", "so {c}")
 
 
@@ -49,4 +50,6 @@ def _completion(answer: int, rng: np.random.Generator) -> str:
     if draw < 0.35:
         template = _CHATTY_TEMPLATES[rng.integers(len(_CHATTY_TEMPLATES))]
         return template.format(c=answer, d=wrong)
+    if draw < 0.4:
+        return _EVASIVE[rng.integers(len(_EVASIVE))]
     return str(wrong)

@@ -56,11 +56,16 @@ def numeric_match_channel(options: dict[str, Any]) -> PerSample:
 
 @register("numeric_distance")
 def numeric_distance_channel(options: dict[str, Any]) -> PerSample:
-    """``-|x - gold| / scale`` for the completion's number x; null when it writes no number.
+    """``-min(|x - gold|, cap) / scale`` for the completion's number x; null when it writes no number.
 
-    options: answer_key (default "answer"), scale (default 1), which ("first" | "last").
+    options: answer_key (default "answer"), scale (default 1), which ("first" | "last"),
+    cap (default none: a runaway number like 1414141 then dominates the batch statistics).
     """
-    opts = pop_options(options, "numeric_distance", {"answer_key": "answer", "scale": 1.0, "which": "first"})
+    defaults = {"answer_key": "answer", "scale": 1.0, "which": "first", "cap": None}
+    opts = pop_options(options, "numeric_distance", defaults)
+    cap = float("inf") if opts["cap"] is None else float(opts["cap"])
+    if cap <= 0:
+        raise ValueError("channel kind 'numeric_distance': options.cap must be > 0")
     if opts["which"] not in ("first", "last") or float(opts["scale"]) <= 0:
         raise ValueError("channel kind 'numeric_distance': options.which must be 'first' or 'last', options.scale > 0")
 
@@ -68,7 +73,7 @@ def numeric_distance_channel(options: dict[str, Any]) -> PerSample:
         value = _pick_number(completion, opts["which"])
         if value is None:
             return None
-        return -abs(value - float(_gold(metadata, opts["answer_key"]))) / float(opts["scale"])
+        return -min(abs(value - float(_gold(metadata, opts["answer_key"]))), cap) / float(opts["scale"])
 
     return PerSample(score)
 

