@@ -136,6 +136,8 @@ class AlgorithmConfig(_Section):
     """GDPO: z-score the aggregated advantages over the batch."""
     gate_threshold: float = 1.0
     """conditioned mode: channel 0 passes when its reward >= this."""
+    async_steps: Literal[0, 1] = 0
+    """0: synchronous; 1: generate step t+1 while the learner trains on step t (one step off-policy)."""
     weights: list[float] | None = None
     """Channel weights in channel order, overriding each channel's own weight (for sweeps)."""
     loss: LossSettings = Field(default_factory=LossSettings)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import ray
@@ -15,6 +16,7 @@ from transformers import AutoModelForCausalLM
 from mixgrpo.config import load_config
 from mixgrpo.orchestrator.driver import train
 from mixgrpo.orchestrator.metrics import read_metrics
+from mixgrpo.tasks import make_task
 from mixgrpo.tasks.tiny_model import resolve_model_path
 from ray_helpers import start_local_ray
 
@@ -31,8 +33,9 @@ def _short(tmp_path: Path, *overrides: str):
     return config, tmp_path / "run"
 
 
-def test_default_job_learns_and_writes_every_output(tmp_path):
-    config = load_config(None, ["run.progress=false"])
+@pytest.mark.parametrize("async_steps", [0, 1])
+def test_default_job_learns_and_writes_every_output(tmp_path, async_steps):
+    config = load_config(None, ["run.progress=false", f"algorithm.async_steps={async_steps}"])
     outputs = train(config, tmp_path / "run")
     rows = read_metrics(outputs.run_dir)
     assert [r["step"] for r in rows] == list(range(config.run.steps))
@@ -95,3 +98,20 @@ def test_failing_channels_become_nulls_and_training_goes_on(tmp_path):
 
 def _answers(table) -> list[int]:
     return [eval(prompt.rstrip("=")) for prompt in table.column("prompt").to_pylist()]
+
+
+def test_async_pipeline_is_one_step_off_and_loses_nothing(tmp_path):
+    config, run_dir = _short(tmp_path, "run.steps=4", "algorithm.async_steps=1")
+    train(config, run_dir)
+    rows = read_metrics(run_dir)
+    assert [r["rollout_lag/max"] for r in rows] == [0, 1, 1, 1]
+    assert all(r["rollout_lag/dropped_groups"] == 0 for r in rows)
+    table = pq.read_table(run_dir / "rollouts.parquet")
+    per_step = config.task.prompts_per_step * config.generator.group_size
+    task = make_task(config.task, config.run.seed)
+    for step in range(4):
+        rows_of_step = table.filter(pc.equal(table.column("step"), step))
+        assert rows_of_step.num_rows == per_step
+        assert set(rows_of_step.column("policy_version").to_pylist()) == {max(0, step - 1)}
+        expected = np.repeat(task.sample(step).prompt_ids, config.generator.group_size)
+        assert rows_of_step.column("prompt_id").to_pylist() == expected.tolist()

@@ -9,26 +9,23 @@ from __future__ import annotations
 
 import datetime
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 
 from mixgrpo.actors.generator import Generator
 from mixgrpo.actors.models import check_model_path
 from mixgrpo.actors.reward import RewardWorker
-from mixgrpo.batch import PromptBatch, RolloutBatch, TrainBatch, rollout_table
 from mixgrpo.config import Config, dump_config
 from mixgrpo.orchestrator.checkpoint import load_latest_checkpoint, save_checkpoint
 from mixgrpo.orchestrator.learner_group import LearnerGroup
-from mixgrpo.orchestrator.metrics import METRICS, ROLLOUTS, RunRecorder, StageTimer, plot_rewards, summary_table
+from mixgrpo.orchestrator.metrics import METRICS, ROLLOUTS, RunRecorder, plot_rewards, summary_table
 from mixgrpo.orchestrator.placement import Slot, actor_options, plan_slots, remote_class, reserved, start_ray
-from mixgrpo.orchestrator.scoring import score_all_channels
+from mixgrpo.orchestrator.rollouts import RolloutPipeline
+from mixgrpo.orchestrator.step import StepLoop
 from mixgrpo.rewards.channels import build_channel
-from mixgrpo.rewards.mixer import compute_advantages
 from mixgrpo.tasks import Task, make_task
 from mixgrpo.tasks.tiny_model import resolve_model_path
 
@@ -104,81 +101,6 @@ def create_actors(config: Config, group: Any, slots: list[Slot]) -> Actors:
     return Actors(generators, rewards, learner)
 
 
-def generate(generators: list[Any], prompts: PromptBatch, step: int) -> RolloutBatch:
-    """Shard the prompts over the generators and join their rollouts (group-major)."""
-    shards = [s for s in np.array_split(np.arange(len(prompts)), len(generators)) if len(s)]
-    parts = ray.get([g.generate.remote(prompts.take(rows), step) for g, rows in zip(generators, shards)])
-    return RolloutBatch.concat(parts, [int(rows[0]) for rows in shards])
-
-
-def broadcast_adapter(generators: list[Any], adapter: dict[str, Any], version: int) -> None:
-    """Put the adapter in the object store once; every generator loads it as ``version``."""
-    reference = ray.put(adapter)
-    ray.get([g.load_adapter.remote(reference, version) for g in generators])
-
-
-class StepLoop:
-    """Runs steps against live actors and records them."""
-
-    def __init__(self, config: Config, task: Task, actors: Actors, recorder: RunRecorder) -> None:
-        self.config, self.task, self.actors, self.recorder = config, task, actors, recorder
-        self.weights = np.asarray(config.channel_weights, dtype=np.float64)
-        self.thresholds = np.array(
-            [c.weak_threshold if c.weak_threshold is not None else -np.inf for c in config.rewards]
-        )
-
-    def run_step(self, step: int) -> dict[str, float]:
-        """One synchronous GRPO step; returns its metrics."""
-        timer = StageTimer()
-        prompts = self.task.sample(step)
-        mark = time.monotonic()
-        rollouts = generate(self.actors.generators, prompts, step)
-        mark = timer.add("generate", mark)
-        scores = score_all_channels(self.actors.rewards, self.config.rewards, prompts, rollouts)
-        mark = timer.add("reward", mark)
-        p, m, r = len(prompts), self.config.generator.group_size, len(self.config.rewards)
-        mix = compute_advantages(
-            scores.rewards.reshape(p, m, r), self.weights,
-            mode=self.config.algorithm.mode, scope=self.config.algorithm.scope,
-            std_normalize=self.config.algorithm.std_normalize, clip=self.config.algorithm.clip,
-            post_normalize=self.config.algorithm.post_normalize, gate_threshold=self.config.algorithm.gate_threshold,
-            head_names=self.config.channel_names, weak_thresholds=self.thresholds,
-        )
-        advantages = mix.advantages.reshape(-1)
-        mark = timer.add("mixer", mark)
-        result = self.actors.learner.train_step(TrainBatch(
-            rollouts.prompt_token_ids, rollouts.completion_token_ids, rollouts.behaviour_logprobs,
-            advantages.astype(np.float32),
-        ))
-        mark = timer.add("learn", mark)
-        broadcast_adapter(self.actors.generators, result.adapter, result.version)
-        timer.add("broadcast", mark)
-        diagnostics = mix.diagnostics
-        metrics = self._step_metrics(scores, advantages, rollouts, result.metrics, result.version)
-        metrics.update(timer.metrics())
-        table = rollout_table(
-            step, prompts, rollouts, scores.rewards, self.config.channel_names, advantages,
-            diagnostics.weak_heads.reshape(p * m, r), diagnostics.review_reason.reshape(-1),
-        )
-        self.recorder.record(step, metrics, table)
-        return metrics
-
-    def _step_metrics(self, scores: Any, advantages: np.ndarray, rollouts: RolloutBatch,
-                      learner_metrics: dict[str, float], version: int) -> dict[str, float]:
-        metrics: dict[str, float] = {"policy_version": float(version)}
-        for index, name in enumerate(self.config.channel_names):
-            column = scores.rewards[:, index]
-            present = ~np.isnan(column)
-            metrics[f"reward/{name}"] = float(column[present].mean()) if present.any() else float("nan")
-            metrics[f"null_rate/{name}"] = float(1.0 - present.mean())
-            for counter, count in scores.counters[name].items():
-                metrics[f"failures/{name}/{counter}"] = float(count)
-        metrics["advantage/abs_mean"] = float(np.abs(advantages).mean())
-        metrics["completion_tokens/mean"] = float(rollouts.completion_lengths.mean())
-        metrics.update({f"learner/{k}": v for k, v in learner_metrics.items()})
-        return metrics
-
-
 def _prepare_run_dir(config: Config, run_dir: Path, resume: bool) -> None:
     if resume:
         if not (run_dir / "config.yaml").is_file():
@@ -215,20 +137,22 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
                            tensorboard=config.run.tensorboard, progress=config.run.progress)
     for role, places in actors.placements().items():  # also waits until every actor is up
         logger.info("%s actors on %s", role, [(p["node_id"][:8], p["gpu_ids"]) for p in places])
-    start = 0
+    pipeline = RolloutPipeline(actors.generators, task, config.algorithm.async_steps)
+    start, version = 0, 0
     checkpoint = load_latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
         version = actors.learner.load_state(checkpoint.learner_state)
-        broadcast_adapter(actors.generators, checkpoint.learner_state["adapter"], version)
+        pipeline.broadcast(checkpoint.learner_state["adapter"], version)
         start = checkpoint.next_step
         logger.info("resumed from %s at step %d", checkpoint.path, start)
     recorder.truncate_from(start)
-    loop = StepLoop(config, task, actors, recorder)
+    loop = StepLoop(config, pipeline, actors.rewards, actors.learner, recorder, version)
     for step in range(start, config.run.steps):
         loop.run_step(step)
         done = step + 1
         if done % config.run.checkpoint_every == 0 or done == config.run.steps:
             save_checkpoint(run_dir, done, actors.learner.state())
+    pipeline.wait_for_broadcast()
     recorder.close()
     adapter_dir = run_dir / "adapter"
     actors.learner.save_adapter(str(adapter_dir))
