@@ -25,3 +25,9 @@ def hangs(prompt: str, completion: str, metadata: dict) -> float:
     """Longer than any test timeout."""
     time.sleep(30)
     return 1.0
+
+
+def slow_batch(prompts: list[str], completions: list[str], metadata: list[dict]) -> list[float]:
+    """A correct but slow batched channel (0.4 s per batch): makes a step reward-bound."""
+    time.sleep(0.4)
+    return [float(len(c) % 2) for c in completions]

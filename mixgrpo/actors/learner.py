@@ -17,6 +17,7 @@ import copy
 import datetime
 import math
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,12 +170,16 @@ class Learner:
         ]
         local_count = sum(aggregation_count(mb.response_mask, self.loss_config.aggregation) for mb in micro_batches)
         global_count = max(self._all_reduce_sum(local_count), 1.0)
-        sums: dict[str, float] = {}
+        sums: dict[str, float] = {"time_forward": 0.0, "time_backward": 0.0}
         gap_sum, gap_max = 0.0, 0.0
         for micro in micro_batches:
             share = aggregation_count(micro.response_mask, self.loss_config.aggregation) / global_count
+            started = time.monotonic()
             output, gap = self._micro_step(micro)
+            forward_done = time.monotonic()
             (output.loss * share).backward()
+            sums["time_forward"] += (forward_done - started) / self.world_size
+            sums["time_backward"] += (time.monotonic() - forward_done) / self.world_size
             for key, value in output.metrics.items():
                 sums[key] = sums.get(key, 0.0) + value * share
             gap_sum, gap_max = gap_sum + float(gap.sum()), max(gap_max, float(gap.max()))
@@ -182,7 +187,9 @@ class Learner:
         tokens = self._all_reduce_sum(sum(float(mb.response_mask.sum()) for mb in micro_batches))
         metrics["logprob_mismatch_mean"] = self._all_reduce_sum(gap_sum) / max(tokens, 1.0)
         metrics["logprob_mismatch_max"] = gap_max
+        started = time.monotonic()
         metrics.update(self._apply_gradients())
+        metrics["time_optimizer"] = time.monotonic() - started
         self.model.eval()
         adapter = self.adapter_tensors() if self.rank == 0 else None
         return LearnerResult(version=self.version, metrics=metrics, adapter=adapter)

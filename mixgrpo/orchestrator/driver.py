@@ -11,7 +11,7 @@ import datetime
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ray
 
@@ -112,7 +112,12 @@ def _prepare_run_dir(config: Config, run_dir: Path, resume: bool) -> None:
     (run_dir / "config.yaml").write_text(dump_config(config))
 
 
-def train(config: Config, run_dir: Path | None = None, resume: bool = False) -> RunOutputs:
+StepObserver = Callable[[int, dict[str, float], "Actors", StepLoop], None]
+"""Called after every step with (step, metrics, actors, loop): how mixgrpo bench watches a run."""
+
+
+def train(config: Config, run_dir: Path | None = None, resume: bool = False,
+          observer: StepObserver | None = None) -> RunOutputs:
     """Run (or resume) a whole training job; returns where its outputs are."""
     run_dir = Path(run_dir or config.run.out_dir or default_run_dir())
     task = preflight(config)
@@ -124,7 +129,7 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False) -> 
         with reserved(slots, config.cluster.strategy) as group:
             actors = create_actors(config, group, slots)
             try:
-                return _run_steps(config, task, actors, run_dir, resume)
+                return _run_steps(config, task, actors, run_dir, resume, observer)
             finally:
                 actors.learner.shutdown()
     finally:
@@ -132,7 +137,8 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False) -> 
             ray.shutdown()
 
 
-def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume: bool) -> RunOutputs:
+def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume: bool,
+               observer: StepObserver | None) -> RunOutputs:
     recorder = RunRecorder(run_dir, config.channel_names, config.run.steps,
                            tensorboard=config.run.tensorboard, progress=config.run.progress)
     for role, places in actors.placements().items():  # also waits until every actor is up
@@ -148,7 +154,9 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
     recorder.truncate_from(start)
     loop = StepLoop(config, pipeline, actors.rewards, actors.learner, recorder, version)
     for step in range(start, config.run.steps):
-        loop.run_step(step)
+        metrics = loop.run_step(step)
+        if observer is not None:
+            observer(step, metrics, actors, loop)
         done = step + 1
         if done % config.run.checkpoint_every == 0 or done == config.run.steps:
             save_checkpoint(run_dir, done, actors.learner.state())

@@ -161,11 +161,14 @@ class StageTimer:
     def __init__(self) -> None:
         self.started = time.monotonic()
         self.seconds: dict[str, float] = {}
+        self.spans: list[tuple[str, float, float]] = []
+        """(stage, start, end) on the driver's monotonic clock, in order."""
 
     def add(self, stage: str, since: float) -> float:
         """Charge ``now - since`` to ``stage``; returns now."""
         now = time.monotonic()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
+        self.spans.append((stage, since, now))
         return now
 
     def metrics(self) -> dict[str, float]:

@@ -20,6 +20,7 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from mixgrpo.config import ClusterConfig, Config
+from mixgrpo.orchestrator.events import Traced, traced_methods
 
 _STRATEGIES = {"pack": "PACK", "spread": "SPREAD"}
 
@@ -116,5 +117,5 @@ class Introspect:
 
 
 def remote_class(cls: type) -> Any:
-    """``ray.remote`` of ``cls`` with the Introspect mixin (the plain class stays Ray-free)."""
-    return ray.remote(type(f"Remote{cls.__name__}", (cls, Introspect), {}))
+    """``ray.remote`` of ``cls`` with placement introspection and timed methods (the plain class stays Ray-free)."""
+    return ray.remote(type(f"Remote{cls.__name__}", (cls, Introspect, Traced), traced_methods(cls)))

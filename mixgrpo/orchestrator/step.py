@@ -23,6 +23,8 @@ class StepLoop:
         self.config, self.pipeline, self.reward_workers = config, pipeline, reward_workers
         self.learner, self.recorder = learner, recorder
         self.learner_version = learner_version
+        self.last_driver_spans: list[tuple[str, float, float]] = []
+        """The driver's (stage, start, end) spans of the last step (for mixgrpo bench)."""
         self.weights = np.asarray(config.channel_weights, dtype=np.float64)
         self.thresholds = np.array(
             [c.weak_threshold if c.weak_threshold is not None else -np.inf for c in config.rewards]
@@ -55,6 +57,7 @@ class StepLoop:
         metrics = self._metrics(scores, advantages, rollouts, result.metrics)
         metrics.update({"rollout_lag/max": float(lag.max()), "rollout_lag/dropped_groups": float(dropped)})
         metrics.update(timer.metrics())
+        self.last_driver_spans = timer.spans
         diagnostics = mix.diagnostics
         self.recorder.record(step, metrics, rollout_table(
             step, prompts, rollouts, scores.rewards, self.config.channel_names, advantages,

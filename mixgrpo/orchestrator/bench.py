@@ -1,0 +1,229 @@
+"""``mixgrpo bench``: where does a step's time go, and how close are the actors to their raw engines?
+
+A bench is a normal training run watched step by step: the driver's own stage
+spans plus every actor call's span (events.py), aligned to the driver's clock.
+From the measured steps (after warm-up) it derives throughput, each actor's busy
+fraction, the step's critical stage and a verdict (rollout-, reward- or
+learner-bound) with what to change. Baselines on the same prompts and model: the
+raw generation backend and a raw learner step in this process, without Ray.
+"""
+
+from __future__ import annotations
+
+import itertools
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from mixgrpo.actors.generator import Generator
+from mixgrpo.actors.learner import Learner
+from mixgrpo.batch import TrainBatch
+from mixgrpo.config import Config, apply_overrides, config_from_dict
+from mixgrpo.orchestrator.driver import Actors, train
+from mixgrpo.orchestrator.events import Span, clock_offset
+from mixgrpo.orchestrator.step import StepLoop
+from mixgrpo.tasks import make_task
+
+DRIVER_STAGES = ("generate", "reward", "mixer", "learn", "broadcast")
+
+
+@dataclass
+class SpanCollector:
+    """The StepObserver of a bench run: gathers every span of every step on the driver's clock."""
+
+    spans: list[Span] = field(default_factory=list)
+    step_metrics: list[dict[str, float]] = field(default_factory=list)
+    _offsets: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, step: int, metrics: dict[str, float], actors: Actors, loop: StepLoop) -> None:
+        lanes = _lanes(actors, loop.config)
+        if not self._offsets:
+            self._offsets = {lane: clock_offset(actor) for lane, actor in lanes.items()}
+        self.step_metrics.append({"step": step, **metrics})
+        self.spans += [Span("driver", stage, start, end, step) for stage, start, end in loop.last_driver_spans]
+        drained = ray.get([actor.drain_spans.remote() for actor in lanes.values()])
+        for (lane, _), spans in zip(lanes.items(), drained):
+            offset = self._offsets[lane]
+            self.spans += [Span(lane, name, s + offset, e + offset, step) for name, s, e in spans
+                           if name not in ("clock", "drain_spans", "placement")]
+
+
+def _lanes(actors: Actors, config: Config) -> dict[str, Any]:
+    lanes = {f"generator-{i}": g for i, g in enumerate(actors.generators)}
+    lanes.update({f"reward-{c.name}": w for c, w in zip(config.rewards, actors.rewards)})
+    lanes.update({f"learner-{i}": a for i, a in enumerate(actors.learner.actors)})
+    return lanes
+
+
+@dataclass(frozen=True)
+class BenchFigures:
+    """What a bench measured over its steps after warm-up."""
+
+    steps: int
+    wall_s: float
+    samples_per_s: float
+    rollout_tokens_per_s: float
+    """Completion tokens / the driver's generate time (transport included)."""
+    trained_tokens_per_s: float
+    """Completion tokens / the driver's learn time."""
+    actor_rollout_tokens_per_s: float
+    """Completion tokens / the generator actors' own generate time (per actor)."""
+    actor_trained_tokens_per_s: float
+    """Completion tokens / learner rank 0's own train_step time."""
+    stage_s: dict[str, float]
+    """Mean driver seconds per step in each stage."""
+    busy_fraction: dict[str, float]
+    """Per actor lane: busy time / measured wall time."""
+    lane_s_per_step: dict[str, float]
+    """Per actor lane: busy seconds per step."""
+    bound: str
+    verdict: str
+
+
+def analyse(collector: SpanCollector, config: Config, warmup: int) -> BenchFigures:
+    """Throughput, busy fractions and the verdict from the steps after ``warmup``."""
+    measured = [m for m in collector.step_metrics if m["step"] >= warmup]
+    if not measured:
+        raise ValueError(f"no steps after the {warmup} warm-up steps: raise --steps")
+    steps = {int(m["step"]) for m in measured}
+    spans = [s for s in collector.spans if s.step in steps]
+    window_start = min(s.start for s in spans if s.lane == "driver")
+    window_end = max(s.end for s in spans if s.lane == "driver")
+    wall = window_end - window_start
+    samples = len(measured) * config.task.prompts_per_step * config.generator.group_size
+    tokens = sum(m["completion_tokens/mean"] for m in measured) * config.task.prompts_per_step * config.generator.group_size
+    lane_busy: dict[str, float] = {}
+    for span in spans:
+        if span.lane != "driver":
+            lane_busy[span.lane] = lane_busy.get(span.lane, 0.0) + span.end - span.start
+    generating = sum(s.end - s.start for s in spans if s.lane.startswith("generator-") and s.stage == "generate")
+    training = sum(s.end - s.start for s in spans if s.lane == "learner-0" and s.stage == "train_step")
+    stage_s = {stage: float(np.mean([m.get(f"time/{stage}", 0.0) for m in measured])) for stage in DRIVER_STAGES}
+    per_step = {lane: busy / len(measured) for lane, busy in lane_busy.items()}
+    bound, verdict = _verdict(per_step, stage_s, config)
+    return BenchFigures(
+        steps=len(measured), wall_s=wall, samples_per_s=samples / wall,
+        rollout_tokens_per_s=tokens / max(sum(m["time/generate"] for m in measured), 1e-9),
+        trained_tokens_per_s=tokens / max(sum(m["time/learn"] for m in measured), 1e-9),
+        actor_rollout_tokens_per_s=tokens / max(generating, 1e-9),
+        actor_trained_tokens_per_s=tokens / max(training, 1e-9),
+        stage_s=stage_s, busy_fraction={lane: busy / wall for lane, busy in lane_busy.items()},
+        lane_s_per_step=per_step, bound=bound, verdict=verdict,
+    )
+
+
+def _verdict(per_step: dict[str, float], stage_s: dict[str, float], config: Config) -> tuple[str, str]:
+    """Name the stage that bounds the step, with the figures behind it and what to change."""
+    def busiest(prefix: str) -> tuple[str, float]:
+        lanes = {k: v for k, v in per_step.items() if k.startswith(prefix)}
+        return max(lanes.items(), key=lambda item: item[1]) if lanes else (prefix, 0.0)
+
+    candidates = {"rollout": busiest("generator-"), "reward": busiest("reward-"), "learner": busiest("learner-")}
+    bound = max(candidates, key=lambda k: candidates[k][1])
+    lane, seconds = candidates[bound]
+    figures = ", ".join(f"{k} {v[1]:.3f}s ({v[0]})" for k, v in candidates.items())
+    advice = {
+        "rollout": "add generators (generator.replicas), use the vllm backend, or turn on algorithm.async_steps=1 "
+                   "so generation overlaps learning",
+        "reward": f"channel {lane.removeprefix('reward-')!r} is the slowest: give it its own GPU (device: gpu), "
+                  "replicas, a faster model, or a tighter timeout_s",
+        "learner": "add learner ranks (learner.ranks), raise learner.micro_batch_size, or turn on "
+                   "algorithm.async_steps=1 to hide generation behind learning",
+    }[bound]
+    if config.algorithm.async_steps == 0 and bound != "rollout" and candidates["rollout"][1] > 0.3 * seconds:
+        advice += "; async_steps=1 would also overlap the rollout time"
+    return bound, f"{bound}-bound: per step {figures}. Next: {advice}."
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """Raw engines in this process, without Ray, on the bench's prompts."""
+
+    generate_tokens_per_s: float
+    learn_tokens_per_s: float
+
+
+def raw_baselines(config: Config, steps: list[int], warmup: int) -> Baselines:
+    """Time the generation backend and a learner step directly (same model, prompts, threads).
+
+    The first ``warmup`` steps are run untimed, as in the watched run.
+    """
+    torch.set_num_threads(config.generator.threads)
+    generator = Generator(config.model, config.learner.lora, config.generator, config.run.seed)
+    task = make_task(config.task, config.run.seed)
+    generated, gen_seconds, batches = 0, 0.0, []
+    for index, step in enumerate([*range(warmup), *steps]):
+        started = time.monotonic()
+        rollouts = generator.generate(task.sample(step), step)
+        if index >= warmup:
+            gen_seconds += time.monotonic() - started
+            generated += int(rollouts.completion_lengths.sum())
+        advantages = np.random.default_rng(step).normal(size=len(rollouts)).astype(np.float32)
+        batches.append(TrainBatch(rollouts.prompt_token_ids, rollouts.completion_token_ids,
+                                  rollouts.behaviour_logprobs, advantages))
+    del generator
+    torch.set_num_threads(config.learner.threads)
+    learner = Learner(config.model, config.learner, config.algorithm.loss, config.generator.temperature, config.run.seed)
+    for batch in batches[:warmup]:
+        learner.train_step(batch)
+    started = time.monotonic()
+    for batch in batches[warmup:]:
+        learner.train_step(batch)
+    learn_seconds = time.monotonic() - started
+    return Baselines(generated / max(gen_seconds, 1e-9), generated / max(learn_seconds, 1e-9))
+
+
+def sweep_points(sweeps: list[str]) -> list[dict[str, str]]:
+    """``["a=1,2", "b=x,y"]`` -> the cartesian product as override dicts (one empty dict when none)."""
+    axes = []
+    for sweep in sweeps:
+        key, sep, values = sweep.partition("=")
+        if not sep or not key or not values:
+            raise ValueError(f"--sweep {sweep!r} is not of the form KEY=V1,V2")
+        axes.append([(key, value) for value in values.split(",")])
+    return [dict(point) for point in itertools.product(*axes)] if axes else [{}]
+
+
+def bench_config(config: Config, steps: int, warmup: int, point: dict[str, str]) -> Config:
+    """The config of one bench run: steps = warmup + steps, no checkpoints in between, sweep values set."""
+    data = config.model_dump(mode="json")
+    data["run"].update({"steps": warmup + steps, "checkpoint_every": warmup + steps, "tensorboard": False})
+    return config_from_dict(apply_overrides(data, [f"{k}={v}" for k, v in point.items()]))
+
+
+def run_bench(config: Config, run_dir: Path, warmup: int) -> tuple[SpanCollector, BenchFigures]:
+    """One watched training run into ``run_dir``."""
+    collector = SpanCollector()
+    train(config, run_dir, observer=collector)
+    return collector, analyse(collector, config, warmup)
+
+
+def environment() -> dict[str, Any]:
+    """Library versions and hardware, for bench.json."""
+    import peft
+    import transformers
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(), "platform": platform.platform(), "cpus": _cpu_count(),
+        "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+        "ray": ray.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        import vllm
+
+        info["vllm"] = vllm.__version__
+    except ImportError:
+        info["vllm"] = None
+    return info
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,70 @@
+"""mixgrpo bench on the tiny config: timeline completeness, consistent stage times, sweeps, the verdict."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import ray
+
+from mixgrpo.orchestrator.cli import main
+from ray_helpers import start_local_ray
+
+SHORT = ["--set", "task.prompts_per_step=8", "--set", "run.progress=false"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray(tiny_model_cache):
+    start_local_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def _trace_spans(out):
+    trace = json.loads((out / "trace.json").read_text())
+    lanes = {e["tid"]: e["args"]["name"] for e in trace["traceEvents"] if e["ph"] == "M"}
+    return [(lanes[e["tid"]], e["name"], e["args"]["step"], e["ts"] / 1e6, e["dur"] / 1e6)
+            for e in trace["traceEvents"] if e["ph"] == "X"]
+
+
+def test_bench_timeline_has_every_stage_and_consistent_times(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", "--steps", "2", "--warmup", "1", "--out", str(out), *SHORT]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["environment"]["torch"] and report["baselines"]["generate_tokens_per_s"] > 0
+    assert set(report["ratios"]) == {"generate_actor", "generate_driver", "learn_actor", "learn_driver"}
+    spans = _trace_spans(out)
+    steps_metrics = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    for metrics in steps_metrics:
+        step = metrics["step"]
+        driver = {name: dur for lane, name, s, _, dur in spans if lane == "driver" and s == step}
+        assert set(driver) == {"generate", "reward", "mixer", "learn", "broadcast"}
+        assert 0.8 * metrics["time/step"] <= sum(driver.values()) <= metrics["time/step"] + 1e-6
+        actor_stages = {(lane.split("-")[0], name) for lane, name, s, _, _ in spans if lane != "driver" and s == step}
+        assert {("generator", "generate"), ("reward", "score"), ("learner", "train_step")} <= actor_stages
+    assert ("generator", "load_adapter") in {(lane.split("-")[0], name) for lane, name, *_ in spans}
+    assert (out / "timeline.png").stat().st_size > 10_000
+    assert "| generation backend |" in (out / "bench.md").read_text()
+
+
+def test_two_point_sweep(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["bench", "--steps", "1", "--warmup", "1", "--no-baselines", "--out", str(out),
+            "--sweep", "algorithm.async_steps=0,1", *SHORT]
+    assert main(args) == 0
+    points = json.loads((out / "bench.json").read_text())["points"]
+    assert [p["setting"] for p in points] == [{"algorithm.async_steps": "0"}, {"algorithm.async_steps": "1"}]
+    assert all(p["samples_per_s"] > 0 for p in points)
+    assert (out / "sweep.png").is_file() and (out / "run-1" / "metrics.jsonl").is_file()
+
+
+def test_verdict_names_a_slowed_channel(tmp_path):
+    out = tmp_path / "slow"
+    slow = ("rewards=[{name: correct, kind: numeric_match}, {name: sluggish, kind: python,"
+            " options: {callable: 'hostile_rewards:slow_batch', batched: true}}]")
+    assert main(["bench", "--steps", "2", "--warmup", "1", "--no-baselines", "--out", str(out),
+                 "--set", slow, *SHORT]) == 0
+    point = json.loads((out / "bench.json").read_text())["points"][0]
+    assert point["bound"] == "reward"
+    assert "'sluggish'" in point["verdict"]
+    assert point["lane_s_per_step"]["reward-sluggish"] >= 0.4
