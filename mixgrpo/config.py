@@ -40,6 +40,8 @@ class RunConfig(_Section):
     """Write TensorBoard events next to metrics.jsonl."""
     progress: bool = True
     """Show a progress line per step on the console."""
+    max_all_null_steps: int = Field(default=3, ge=1)
+    """Fail the run after this many consecutive steps in which every reward channel was null."""
 
 
 class ModelConfig(_Section):
@@ -52,14 +54,14 @@ class ModelConfig(_Section):
 
 
 class TaskConfig(_Section):
-    kind: Literal["toy-arithmetic", "file"] = "toy-arithmetic"
-    """Prompt source: the built-in toy task, or a JSONL/Parquet file with a prompt column."""
+    kind: Literal["toy-arithmetic", "file", "svg-poster"] = "toy-arithmetic"
+    """Prompt source: the built-in toy task, a JSONL/Parquet file with a prompt column, or SVG posters."""
     path: str | None = None
     """Prompt file for kind=file (.jsonl or .parquet)."""
     prompts_per_step: int = Field(default=8, ge=1)
     """P: prompts sampled per step."""
     num_prompts: int = Field(default=512, ge=1)
-    """Size of the generated toy prompt pool (toy task only)."""
+    """Size of the generated prompt pool (toy-arithmetic and svg-poster)."""
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> "TaskConfig":
@@ -102,6 +104,45 @@ class RewardChannelConfig(_Section):
     """A reward below this marks the head weak for a completion (review diagnostics)."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Kind-specific options (pattern, target, callable, ...)."""
+    sub_channels: dict[str, float] | None = None
+    """Sub-channel name -> weight (times this channel's weight); the channel returns a dict of them, mixed as <name>/<sub>."""
+    replicas: int = Field(default=1, ge=1)
+    """Actors sharing this channel: the batch is split in order across them and the parts concatenated."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_has_no_slash(cls, name: str) -> str:
+        if not name or "/" in name:
+            raise ValueError(f"channel name {name!r} must be non-empty and contain no '/'")
+        return name
+
+    @field_validator("sub_channels")
+    @classmethod
+    def _sub_channels_valid(cls, subs: dict[str, float] | None) -> dict[str, float] | None:
+        if subs is None:
+            return None
+        if not subs:
+            raise ValueError("sub_channels must name at least one sub-channel (or be left out)")
+        for sub, weight in subs.items():
+            if not sub or "/" in sub:
+                raise ValueError(f"sub-channel name {sub!r} must be non-empty and contain no '/'")
+            if weight < 0:
+                raise ValueError(f"sub-channel {sub!r}: weight must be >= 0")
+        return subs
+
+    @property
+    def head_names(self) -> list[str]:
+        """The mixer heads of this channel: [name], or [name/sub, ...] with sub-channels."""
+        if self.sub_channels is None:
+            return [self.name]
+        return [f"{self.name}/{sub}" for sub in self.sub_channels]
+
+    @property
+    def head_weights(self) -> list[float]:
+        """Mixer weight of each head: weight, or weight * sub-weight."""
+        if self.sub_channels is None:
+            return [self.weight]
+        return [self.weight * w for w in self.sub_channels.values()]
 
 
 class LossSettings(_Section):
@@ -172,6 +213,10 @@ class LearnerConfig(_Section):
     """torch.set_num_threads inside each learner actor."""
     collective_timeout_s: float = Field(default=300.0, gt=0)
     """Timeout of torch.distributed collectives (no rank waits forever)."""
+    max_restarts: int = Field(default=2, ge=0)
+    """Times a failed learner group is recreated from the last checkpoint before the run fails."""
+    max_skipped_in_row: int = Field(default=3, ge=1)
+    """Stop the run after this many consecutive steps whose update was not finite (skipped)."""
     lora: LoraConfig = Field(default_factory=LoraConfig)
     """The LoRA adapter."""
 
@@ -187,6 +232,8 @@ class ClusterConfig(_Section):
     """Placement-group strategy across nodes."""
     dashboard: bool = False
     """Start the Ray dashboard (bound to 127.0.0.1)."""
+    max_actor_restarts: int = Field(default=3, ge=0)
+    """Ray restarts of a crashed generator or reward actor (max_restarts)."""
 
 
 class Config(_Section):
@@ -224,24 +271,28 @@ class Config(_Section):
     def _weights_match_channels(self) -> "Config":
         weights = self.algorithm.weights
         if weights is not None:
-            if len(weights) != len(self.rewards):
+            if len(weights) != len(self.channel_names):
                 raise ValueError(
-                    f"algorithm.weights has {len(weights)} values for {len(self.rewards)} reward channels "
+                    f"algorithm.weights has {len(weights)} values for {len(self.channel_names)} reward channels "
                     f"{self.channel_names}"
                 )
             if any(w < 0 for w in weights) or sum(weights) <= 0:
                 raise ValueError("algorithm.weights must be non-negative and not all zero")
+        elif sum(self.channel_weights) <= 0:
+            raise ValueError("channel weights (times sub-channel weights) must not all be zero")
         return self
 
     @property
     def channel_names(self) -> list[str]:
-        """Names of the reward channels, in mixer order."""
-        return [c.name for c in self.rewards]
+        """Names of the mixer's reward heads in order: channels, sub-channels expanded as <channel>/<sub>."""
+        return [head for c in self.rewards for head in c.head_names]
 
     @property
     def channel_weights(self) -> list[float]:
-        """Mixer weights in channel order (algorithm.weights when set)."""
-        return list(self.algorithm.weights) if self.algorithm.weights is not None else [c.weight for c in self.rewards]
+        """Mixer weights in channel_names order (algorithm.weights when set)."""
+        if self.algorithm.weights is not None:
+            return list(self.algorithm.weights)
+        return [w for c in self.rewards for w in c.head_weights]
 
 
 def _format_validation_error(error: ValidationError) -> str:

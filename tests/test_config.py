@@ -33,8 +33,8 @@ def test_default_config_is_the_packaged_local_tiny_yaml():
     assert default_config_path().name == "local-tiny.yaml"
     assert default_config_path().is_file()
     assert config.run.name == "local-tiny"
-    assert config.run.steps == 60
-    assert config.task.prompts_per_step == 16
+    assert config.run.steps == 150
+    assert config.task.prompts_per_step == 32
     assert config.generator.group_size == 8
     assert config.learner.lr == 0.003
     assert config.channel_names == ["correct", "format", "length", "closeness"]

@@ -52,7 +52,8 @@ def make_learner(config: Config) -> Learner:
 
 def prompts(texts=("3+4=", "12+30=", "7+0=")) -> PromptBatch:
     # different prompt lengths: the learner right-pads what vLLM saw unpadded
-    return PromptBatch(prompt_ids=np.arange(len(texts), dtype=np.int64), prompts=list(texts), metadata=[{}] * len(texts))
+    ids = np.arange(len(texts), dtype=np.int64)
+    return PromptBatch(prompt_ids=ids, prompts=list(texts), metadata=[{}] * len(texts))
 
 
 def train_batch(rollouts: RolloutBatch, advantages) -> TrainBatch:
@@ -107,8 +108,14 @@ def test_auto_and_vllm_pick_the_vllm_backend(config, monkeypatch):
     monkeypatch.setattr(vllm_backend, "vllm_available", lambda: True)
     monkeypatch.setattr(vllm_backend, "VLLMBackend", lambda *args: ("vllm", args))
     for name in ("auto", "vllm"):
-        picked = make_backend("path", config.model, config.learner.lora, config.generator.model_copy(update={"backend": name}))
+        sampling = config.generator.model_copy(update={"backend": name})
+        picked = make_backend("path", config.model, config.learner.lora, sampling)
         assert picked[0] == "vllm"
+
+
+def test_vllm_is_available_where_it_imports():
+    pytest.importorskip("vllm")
+    assert vllm_backend.vllm_available()
 
 
 def test_lora_rank_is_rounded_to_one_vllm_accepts():

@@ -19,6 +19,7 @@ from peft import set_peft_model_state_dict
 from mixgrpo.actors.models import encode_prompts, load_base_model, load_tokenizer, pad_left, wrap_lora
 from mixgrpo.batch import PromptBatch, RolloutBatch
 from mixgrpo.config import GeneratorConfig, LoraConfig, ModelConfig
+from mixgrpo.faults import failpoint
 from mixgrpo.tasks.tiny_model import resolve_model_path
 
 
@@ -110,9 +111,11 @@ class Generator:
     shard of prompts and returns a RolloutBatch whose ``prompt_index`` refers to that shard.
     """
 
-    def __init__(self, model: ModelConfig, lora: LoraConfig, sampling: GeneratorConfig, seed: int) -> None:
+    def __init__(self, model: ModelConfig, lora: LoraConfig, sampling: GeneratorConfig, seed: int,
+                 replica: int = 0) -> None:
         torch.set_num_threads(sampling.threads)
         model_path = resolve_model_path(model.path, seed)
+        self.replica = replica
         self.model_config = model
         self.sampling = sampling
         self.seed = seed
@@ -122,6 +125,7 @@ class Generator:
     def generate(self, prompts: PromptBatch, step: int) -> RolloutBatch:
         """m completions for each prompt of the shard, seeded by (run seed, step, first prompt id)."""
         started = time.monotonic()
+        failpoint("generate", f"generator-{self.replica}", step)
         prompt_tokens = encode_prompts(self.backend.tokenizer, prompts.prompts, self.model_config.chat_template)
         first_id = int(prompts.prompt_ids[0]) if len(prompts) else 0
         m = self.sampling.group_size
@@ -137,9 +141,12 @@ class Generator:
             generate_seconds=time.monotonic() - started,
         )
 
-    def load_adapter(self, tensors: dict[str, torch.Tensor], version: int) -> int:
-        """Switch to adapter ``version``; returns the version now served."""
-        if version < self.version:
+    def load_adapter(self, tensors: dict[str, torch.Tensor], version: int, rollback: bool = False) -> int:
+        """Switch to adapter ``version``; returns the version now served.
+
+        Versions only move forward, except with ``rollback`` (the driver restoring a checkpoint).
+        """
+        if version < self.version and not rollback:
             raise ValueError(f"refusing adapter version {version}: already serving {self.version}")
         self.backend.load_adapter(tensors, version)
         self.version = version

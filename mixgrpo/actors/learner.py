@@ -30,6 +30,7 @@ from mixgrpo.actors.loss import LossConfig, LossInputs, LossOutput, gather_token
 from mixgrpo.actors.models import load_base_model, wrap_lora
 from mixgrpo.batch import TrainBatch
 from mixgrpo.config import LearnerConfig, LossSettings, ModelConfig
+from mixgrpo.faults import failpoint
 from mixgrpo.tasks.tiny_model import resolve_model_path
 
 
@@ -116,6 +117,7 @@ class Learner:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._warmup_factor)
         self.version = 0
         self.skipped_steps = 0
+        self.calls = 0
 
     def rendezvous_address(self) -> str:
         """A ``tcp://host:port`` on this machine with a free port, for rank 0 to host the group."""
@@ -183,6 +185,8 @@ class Learner:
             for key, value in output.metrics.items():
                 sums[key] = sums.get(key, 0.0) + value * share
             gap_sum, gap_max = gap_sum + float(gap.sum()), max(gap_max, float(gap.max()))
+        failpoint("train_step", f"learner-{self.rank}", self.calls)
+        self.calls += 1
         metrics = {k: self._all_reduce_sum(v) for k, v in sums.items()}
         tokens = self._all_reduce_sum(sum(float(mb.response_mask.sum()) for mb in micro_batches))
         metrics["logprob_mismatch_mean"] = self._all_reduce_sum(gap_sum) / max(tokens, 1.0)
@@ -220,7 +224,7 @@ class Learner:
                     parameter.grad = torch.zeros_like(parameter)
                 dist.all_reduce(parameter.grad)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm))
-        finite = math.isfinite(grad_norm)
+        finite = math.isfinite(grad_norm)  # any NaN/inf gradient makes the total norm non-finite
         if finite:
             self.optimizer.step()
             self.scheduler.step()
@@ -232,6 +236,7 @@ class Learner:
             "grad_norm": grad_norm if finite else float("nan"),
             "lr": self.scheduler.get_last_lr()[0],
             "skipped_steps": float(self.skipped_steps),
+            "step_skipped": 0.0 if finite else 1.0,
         }
 
     def adapter_tensors(self) -> dict[str, torch.Tensor]:

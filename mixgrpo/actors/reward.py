@@ -13,12 +13,13 @@ import math
 import threading
 import time
 from numbers import Real
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from mixgrpo.batch import ChannelScores, PromptBatch, RolloutBatch
 from mixgrpo.config import RewardChannelConfig
+from mixgrpo.faults import failpoint
 from mixgrpo.rewards.channels import ScoringInput, build_channel
 
 logger = logging.getLogger("mixgrpo.reward")
@@ -80,8 +81,39 @@ def sanitize(raw: Any, n: int) -> tuple[np.ndarray, dict[str, int]]:
     return values, counters
 
 
+def split_sub_channels(raw: Any, subs: list[str], n: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """A channel's sub-channel output -> sub name -> (N,) float64, with counters keyed ``<sub>/<kind>``.
+
+    ``raw`` is a dict sub -> N values, or N dicts (or None) keyed by sub. A declared
+    sub-channel the channel did not return is all null (counted ``<sub>/missing``);
+    undeclared keys are ignored (a channel may offer more parts than a config uses).
+    """
+    if not isinstance(raw, Mapping):
+        rows = raw.tolist() if hasattr(raw, "tolist") else raw
+        if isinstance(rows, (str, bytes)) or not hasattr(rows, "__len__") or len(rows) != n or \
+                not all(row is None or isinstance(row, Mapping) for row in rows):
+            raise ValueError(f"channel declares sub_channels {subs} but returned {type(raw).__name__}, "
+                             "not a dict of sub-channel values (or one dict per completion)")
+        raw = {sub: [None if row is None else row.get(sub) for row in rows] for sub in subs
+               if any(row is not None and sub in row for row in rows)}
+    values, counters = {}, {}
+    for sub in subs:
+        if sub not in raw:
+            values[sub], counters[f"{sub}/missing"] = np.full(n, np.nan), 1
+            continue
+        values[sub], sub_counters = sanitize(raw[sub], n)
+        counters.update({f"{sub}/{kind}": count for kind, count in sub_counters.items()})
+    return values, counters
+
+
 class RewardWorker:
-    """Scores one channel for whole batches (a plain class; the orchestrator makes it an actor)."""
+    """Scores one channel for whole batches (a plain class; the orchestrator makes it an actor).
+
+    A channel object may define ``setup()`` (load a model: called once here, so a
+    model loads when the actor starts, not inside a step's timeout), ``parts(batch)``
+    (its sub-channels as a dict, used when the config declares ``sub_channels``) and
+    ``reward_maps(batch)`` (dense maps, see mixgrpo.rewards.maps).
+    """
 
     def __init__(self, channel: RewardChannelConfig, threads: int = 1) -> None:
         import torch
@@ -89,27 +121,60 @@ class RewardWorker:
         torch.set_num_threads(threads)
         self.config = channel
         self.channel = build_channel(channel.kind, channel.options)
+        if hasattr(self.channel, "setup"):
+            self.channel.setup()
+        self.subs = list(channel.sub_channels) if channel.sub_channels is not None else None
         self.totals: dict[str, int] = {}
+        self.calls = 0
         self._logged_kinds: set[str] = set()
 
-    def score(self, prompts: PromptBatch, rollouts: RolloutBatch) -> ChannelScores:
-        """Score every completion; failures become nulls and counters."""
-        started = time.monotonic()
-        n = len(rollouts)
-        counters: dict[str, int] = {}
-        try:
-            raw = _call_with_timeout(self.channel, scoring_input(prompts, rollouts), self.config.timeout_s)
+    def _evaluate(self, batch: ScoringInput) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        n, name = len(batch), self.config.name
+        if self.subs is None:
+            raw = _call_with_timeout(self.channel, batch, self.config.timeout_s)
+            if isinstance(raw, Mapping):
+                raise ValueError(f"channel returned sub-channels {sorted(raw)} but the config declares none "
+                                 "(add sub_channels: {name: weight, ...} to the channel)")
             values, counters = sanitize(raw, n)
+            return {name: values}, counters
+        function = getattr(self.channel, "parts", self.channel)
+        values, counters = split_sub_channels(_call_with_timeout(function, batch, self.config.timeout_s), self.subs, n)
+        return {f"{name}/{sub}": column for sub, column in values.items()}, counters
+
+    def score(self, prompts: PromptBatch, rollouts: RolloutBatch, rows: np.ndarray | None = None) -> ChannelScores:
+        """Score every completion (or only ``rows``, this replica's share); failures become nulls and counters.
+
+        ``values`` has one (n,) column per head (the channel's name, or ``<name>/<sub>``
+        per declared sub-channel); whole-batch failures are counted as ``timeouts`` /
+        ``errors``, per-value ones as ``<kind>`` or ``<sub>/<kind>``.
+        """
+        started = time.monotonic()
+        if rows is not None:
+            rollouts = rollouts.take(np.asarray(rows, dtype=np.int64))
+        failpoint("score", f"reward-{self.config.name}", self.calls)
+        self.calls += 1
+        n = len(rollouts)
+        try:
+            values, counters = self._evaluate(scoring_input(prompts, rollouts))
         except TimeoutError as error:
-            values, counters = np.full(n, np.nan), {"timeouts": 1}
+            values, counters = self._all_null(n), {"timeouts": 1}
             self._log_once("timeout", error)
         except Exception as error:  # a channel bug must not stop training: null + counted
-            values, counters = np.full(n, np.nan), {"errors": 1}
+            values, counters = self._all_null(n), {"errors": 1}
             self._log_once(type(error).__name__, error)
         counters = {k: v for k, v in counters.items() if v}
         for key, value in counters.items():
             self.totals[key] = self.totals.get(key, 0) + value
-        return ChannelScores(values={self.config.name: values}, counters=counters, seconds=time.monotonic() - started)
+        return ChannelScores(values=values, counters=counters, seconds=time.monotonic() - started)
+
+    def _all_null(self, n: int) -> dict[str, np.ndarray]:
+        return {head: np.full(n, np.nan) for head in self.config.head_names}
+
+    def reward_maps(self, batch: ScoringInput) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """(N,) (image (H, W, 3) uint8, map (H, W) in [0, 1]) or None, from a channel that has maps."""
+        if not hasattr(self.channel, "reward_maps"):
+            raise ValueError(f"channel kind {self.config.kind!r} has no reward maps")
+        return self.channel.reward_maps(batch)
 
     def _log_once(self, kind: str, error: BaseException) -> None:
         if kind not in self._logged_kinds:

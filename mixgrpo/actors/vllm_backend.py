@@ -96,11 +96,32 @@ def write_peft_adapter(directory: Path, tensors: dict[str, torch.Tensor], lora: 
     save_file(contiguous, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
 
 
+_WORKDIR_PREFIX = "mixgrpo-lora-"
+
+
 def _ram_tempdir() -> str:
-    """A private directory in RAM (/dev/shm) when available, else the system temp dir."""
+    """A private directory in RAM (/dev/shm) when available, else the system temp dir.
+
+    Its name carries our pid; directories left by dead processes (an actor killed
+    without running finalizers) are removed here, so RAM does not fill up over runs.
+    """
     shm = Path("/dev/shm")
-    parent = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-    return tempfile.mkdtemp(prefix="mixgrpo-lora-", dir=parent)
+    parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    for stale in parent.glob(f"{_WORKDIR_PREFIX}*-"):
+        pid = stale.name.removeprefix(_WORKDIR_PREFIX).split("-")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{_WORKDIR_PREFIX}{os.getpid()}-", suffix="-", dir=str(parent))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 class VLLMBackend:

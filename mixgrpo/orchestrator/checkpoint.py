@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from mixgrpo.faults import failpoint
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -48,6 +50,7 @@ def save_checkpoint(run_dir: Path, next_step: int, learner_state: dict[str, Any]
     final = root / f"step-{next_step:06d}"
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".writing-"))
     torch.save(learner_state, staging / "learner.pt")
+    failpoint("checkpoint_write", "driver", next_step)
     (staging / "driver.json").write_text(json.dumps({"next_step": next_step}))
     replaced = None
     if final.exists():  # re-saving a step: keep the old copy until the new one is in place

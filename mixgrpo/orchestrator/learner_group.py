@@ -12,6 +12,10 @@ from mixgrpo.config import Config
 from mixgrpo.orchestrator.placement import remote_class
 
 
+class LearnerGroupError(RuntimeError):
+    """A learner rank died or raised during a step; the group has been killed."""
+
+
 class LearnerGroup:
     """Creates the ranks (one actor option dict each), joins them, and fans each step out."""
 
@@ -35,9 +39,21 @@ class LearnerGroup:
         return len(self.actors)
 
     def train_step(self, batch: TrainBatch) -> LearnerResult:
-        """One optimizer step over the whole batch, sharded across ranks; rank 0's result."""
+        """One optimizer step over the whole batch, sharded across ranks; rank 0's result.
+
+        If any rank fails, the others are killed at once (a survivor would otherwise wait in a
+        collective until its timeout) and LearnerGroupError is raised.
+        """
         refs = [actor.train_step.remote(batch.shard(rank, self.world_size)) for rank, actor in enumerate(self.actors)]
-        return ray.get(refs)[0]
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                ray.get(ready)
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
+            self.kill()
+            raise LearnerGroupError(f"learner rank failed: {str(error).splitlines()[0]}") from error
+        return ray.get(refs[0])
 
     def state(self) -> dict[str, Any]:
         """Checkpointable learner state (identical on every rank; taken from rank 0)."""
@@ -54,6 +70,11 @@ class LearnerGroup:
     def placements(self) -> list[dict[str, Any]]:
         """Node and GPU ids of every rank."""
         return ray.get([actor.placement.remote() for actor in self.actors])
+
+    def kill(self) -> None:
+        """End every rank now (no clean process-group exit)."""
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
 
     def shutdown(self) -> None:
         """Leave the process group and end the actors."""

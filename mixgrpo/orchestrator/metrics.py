@@ -46,7 +46,7 @@ class RunRecorder:
         """Drop outputs of steps >= ``step`` (written after the checkpoint a resume starts from)."""
         metrics_path = self.run_dir / METRICS
         if metrics_path.is_file():
-            kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] < step]
+            kept = [json.dumps(row) for row in _complete_lines(metrics_path) if row["step"] < step]
             metrics_path.write_text("".join(line + "\n" for line in kept))
         for part in (self.run_dir / ROLLOUTS).glob("step-*.parquet"):
             if int(part.stem.split("-")[1]) >= step:
@@ -92,10 +92,19 @@ def _jsonable(value: Any) -> Any:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All metric lines of a run, in step order."""
+    """All metric lines of a run, in step order (a line cut short by a killed process is skipped)."""
     path = run_dir / METRICS
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-    return sorted(rows, key=lambda row: row["step"])
+    return sorted(_complete_lines(path), key=lambda row: row["step"]) if path.is_file() else []
+
+
+def _complete_lines(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 def plot_rewards(run_dir: Path, channel_names: list[str]) -> Path:

@@ -10,6 +10,7 @@ rollouts of step t+1 come from the adapter one version behind the learner.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,21 +20,38 @@ import ray
 from mixgrpo.batch import PromptBatch, RolloutBatch
 from mixgrpo.tasks import Task
 
+logger = logging.getLogger("mixgrpo.rollouts")
+
+
+MAX_SHARD_RETRIES = 3
+"""Times one shard is generated again after its generator died or served an old adapter."""
+
 
 @dataclass(frozen=True)
 class _Launched:
-    prompts: PromptBatch
+    shards: list[PromptBatch]
     offsets: list[int]
     refs: list[Any]
+    version: int
+    """The adapter version published when the step was launched: no shard may come from an older one."""
 
 
 class RolloutPipeline:
-    """Shards each step's prompts over the generators and keeps at most one step in flight ahead."""
+    """Shards each step's prompts over the generators and keeps at most one step in flight ahead.
+
+    A generator that dies is restarted by Ray (``max_restarts``); its shard is generated again
+    after the current adapter is re-sent, so no rollout is lost or duplicated and no restarted
+    generator serves a version older than the one the learner published.
+    """
 
     def __init__(self, generators: list[Any], task: Task, async_steps: int) -> None:
         self.generators = generators
         self.task = task
         self.async_steps = async_steps
+        self.version = 0
+        self.restarts = 0
+        """Shards generated again after a generator failure (a metric)."""
+        self._adapter_ref: Any = None
         self._launched: dict[int, _Launched] = {}
         self._broadcasts: list[Any] = []
 
@@ -42,34 +60,68 @@ class RolloutPipeline:
         if step in self._launched:
             return
         prompts = self.task.sample(step)
-        shards = [s for s in np.array_split(np.arange(len(prompts)), len(self.generators)) if len(s)]
-        refs = [g.generate.remote(prompts.take(rows), step) for g, rows in zip(self.generators, shards)]
-        self._launched[step] = _Launched(prompts, [int(rows[0]) for rows in shards], refs)
+        rows = [s for s in np.array_split(np.arange(len(prompts)), len(self.generators)) if len(s)]
+        shards = [prompts.take(r) for r in rows]
+        refs = [g.generate.remote(shard, step) for g, shard in zip(self.generators, shards)]
+        self._launched[step] = _Launched(shards, [int(r[0]) for r in rows], refs, self.version)
 
     def collect(self, step: int) -> tuple[PromptBatch, RolloutBatch]:
         """The prompts and (group-major) rollouts of ``step``; waits for pending broadcasts too."""
         self.launch(step)
         launched = self._launched.pop(step)
-        parts = ray.get(launched.refs)
+        parts = [self._shard(index, launched, step) for index in range(len(launched.refs))]
         self.wait_for_broadcast()
-        return launched.prompts, RolloutBatch.concat(parts, launched.offsets)
+        prompts = PromptBatch(
+            prompt_ids=np.concatenate([s.prompt_ids for s in launched.shards]),
+            prompts=[p for s in launched.shards for p in s.prompts],
+            metadata=[m for s in launched.shards for m in s.metadata],
+        )
+        return prompts, RolloutBatch.concat(parts, launched.offsets)
 
-    def broadcast(self, adapter: dict[str, Any], version: int) -> None:
+    def _shard(self, index: int, launched: _Launched, step: int) -> RolloutBatch:
+        ref = launched.refs[index]
+        for _ in range(MAX_SHARD_RETRIES + 1):
+            try:
+                part = ray.get(ref)
+                if (part.policy_version >= launched.version).all():
+                    return part
+                reason = f"served adapter version {int(part.policy_version.min())} < {launched.version}"
+            except ray.exceptions.RayActorError as error:
+                reason = f"died ({str(error).splitlines()[0][:120]})"
+            self.restarts += 1
+            logger.warning("generator %d %s at step %d: generating its shard again", index, reason, step)
+            generator = self.generators[index]
+            if self._adapter_ref is not None:
+                generator.load_adapter.remote(self._adapter_ref, self.version, True)
+            ref = generator.generate.remote(launched.shards[index], step)
+        raise RuntimeError(f"generator {index} failed {MAX_SHARD_RETRIES + 1} times at step {step}")
+
+    def discard_launched(self) -> None:
+        """Forget generation launched ahead (after a learner restart it would be from a dropped adapter)."""
+        self._launched.clear()
+
+    def broadcast(self, adapter: dict[str, Any], version: int, rollback: bool = False) -> None:
         """Send the adapter (one object-store copy) to every generator as ``version``.
 
         Synchronous mode waits until every generator serves it; async mode leaves the
         loads queued behind the generation in flight and checks them at the next collect.
+        ``rollback`` allows an older version (restoring a checkpoint).
         """
-        reference = ray.put(adapter)
-        self._broadcasts = [g.load_adapter.remote(reference, version) for g in self.generators]
+        self._adapter_ref, self.version = ray.put(adapter), version
+        self._broadcasts = [g.load_adapter.remote(self._adapter_ref, version, rollback) for g in self.generators]
         if self.async_steps == 0:
             self.wait_for_broadcast()
 
     def wait_for_broadcast(self) -> None:
-        """Block until the last broadcast is applied everywhere (raises if a generator refused it)."""
-        if self._broadcasts:
-            ray.get(self._broadcasts)
-            self._broadcasts = []
+        """Block until the last broadcast is applied everywhere; a generator that died gets it again."""
+        for index, ref in enumerate(self._broadcasts):
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError:
+                self.restarts += 1
+                logger.warning("generator %d died while loading adapter %d: re-sending it", index, self.version)
+                ray.get(self.generators[index].load_adapter.remote(self._adapter_ref, self.version, True))
+        self._broadcasts = []
 
 
 def drop_stale_groups(
