@@ -10,8 +10,9 @@ checkpoint, between steps). Nothing happens unless the environment variable
 ``who`` is ``driver``, ``generator-<replica>``, ``reward-<channel>`` or
 ``learner-<rank>``; ``step`` (optional) is the training step for the driver and
 generators and the call count (0-based) for reward workers and learner ranks;
-``action`` is ``kill`` (SIGKILL this process), ``raise`` or ``hang`` (sleep
-``seconds``). Each entry fires once: a marker file next to the plan records it,
+``action`` is ``kill`` (SIGKILL this process), ``raise``, ``hang`` (sleep
+``seconds``) or ``corrupt`` (returned to the caller, which then corrupts its
+data: the learner turns its loss into NaN). Each entry fires once: a marker file next to the plan records it,
 so a restarted actor does not die again.
 """
 
@@ -31,11 +32,11 @@ class InjectedFault(RuntimeError):
     """Raised by a failpoint whose action is ``raise``."""
 
 
-def failpoint(point: str, who: str, step: int | None = None) -> None:
-    """Fire the first matching, not yet fired entry of the plan (no-op without a plan)."""
+def failpoint(point: str, who: str, step: int | None = None) -> str | None:
+    """Fire the first matching, not yet fired entry of the plan; returns its action (None: nothing fired)."""
     plan_path = os.environ.get(ENV)
     if not plan_path:
-        return
+        return None
     plan: list[dict[str, Any]] = json.loads(Path(plan_path).read_text())
     for index, entry in enumerate(plan):
         if entry["point"] != point or entry["who"] != who or entry.get("step", step) != step:
@@ -45,11 +46,11 @@ def failpoint(point: str, who: str, step: int | None = None) -> None:
             marker.touch(exist_ok=False)
         except FileExistsError:
             continue
-        _act(entry, point, who, step)
-        return
+        return _act(entry, point, who, step)
+    return None
 
 
-def _act(entry: dict[str, Any], point: str, who: str, step: int | None) -> None:
+def _act(entry: dict[str, Any], point: str, who: str, step: int | None) -> str:
     action = entry.get("action", "kill")
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -57,5 +58,6 @@ def _act(entry: dict[str, Any], point: str, who: str, step: int | None) -> None:
         raise InjectedFault(f"injected fault at {point} in {who} (step {step})")
     elif action == "hang":
         time.sleep(float(entry.get("seconds", 3600)))
-    else:
+    elif action != "corrupt":
         raise ValueError(f"unknown failpoint action {action!r}")
+    return action

@@ -31,3 +31,17 @@ def slow_batch(prompts: list[str], completions: list[str], metadata: list[dict])
     """A correct but slow batched channel (0.4 s per batch): makes a step reward-bound."""
     time.sleep(0.4)
     return [float(len(c) % 2) for c in completions]
+
+
+def always_none(prompt: str, completion: str, metadata: dict) -> None:
+    """A channel that never applies."""
+    return None
+
+
+def record_pid(prompt: str, completion: str, metadata: dict, path: str) -> float:
+    """Appends the scoring process id to ``path``."""
+    import os
+
+    with open(path, "a") as handle:
+        handle.write(f"{os.getpid()}\n")
+    return 1.0

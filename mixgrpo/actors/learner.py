@@ -172,6 +172,7 @@ class Learner:
         ]
         local_count = sum(aggregation_count(mb.response_mask, self.loss_config.aggregation) for mb in micro_batches)
         global_count = max(self._all_reduce_sum(local_count), 1.0)
+        poisoned = failpoint("loss", f"learner-{self.rank}", self.calls) == "corrupt"
         sums: dict[str, float] = {"time_forward": 0.0, "time_backward": 0.0}
         gap_sum, gap_max = 0.0, 0.0
         for micro in micro_batches:
@@ -179,7 +180,7 @@ class Learner:
             started = time.monotonic()
             output, gap = self._micro_step(micro)
             forward_done = time.monotonic()
-            (output.loss * share).backward()
+            (output.loss * (float("nan") if poisoned else share)).backward()
             sums["time_forward"] += (forward_done - started) / self.world_size
             sums["time_backward"] += (time.monotonic() - forward_done) / self.world_size
             for key, value in output.metrics.items():

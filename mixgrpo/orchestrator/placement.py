@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -37,22 +38,26 @@ class Slot:
     """CPUs reserved (fractions on a CPU machine)."""
     gpus: int
     """0 or 1."""
+    replica: int = 0
+    """Reward channels with ``replicas: N``: which of the channel's N actors (0 for other roles)."""
 
 
 def plan_slots(config: Config, total_cpus: float) -> list[Slot]:
-    """Bundles for every actor of the run, generators first, then channels, then learner ranks."""
+    """Bundles for every actor of the run: generators, then channels (each replica of a channel, in
+    order: one actor and one GPU each for ``device: gpu``), then learner ranks."""
     use_gpus = config.cluster.gpus > 0
-    roles = [("generator", i, use_gpus) for i in range(config.generator.replicas)]
-    roles += [("reward", i, use_gpus and c.device == "gpu") for i, c in enumerate(config.rewards)]
-    roles += [("learner", i, use_gpus) for i in range(config.learner.ranks)]
-    needed = sum(1 for _, _, gpu in roles if gpu)
+    roles = [("generator", i, use_gpus, 0) for i in range(config.generator.replicas)]
+    roles += [("reward", i, use_gpus and c.device == "gpu", r)
+              for i, c in enumerate(config.rewards) for r in range(c.replicas)]
+    roles += [("learner", i, use_gpus, 0) for i in range(config.learner.ranks)]
+    needed = sum(1 for _, _, gpu, _ in roles if gpu)
     if needed > config.cluster.gpus:
         raise ValueError(
             f"cluster.gpus={config.cluster.gpus} but the run needs {needed} GPUs "
             f"({config.generator.replicas} generators, GPU reward channels, {config.learner.ranks} learner ranks)"
         )
     cpus = math.floor(1000 * min(1.0, total_cpus / len(roles))) / 1000  # never over-ask
-    return [Slot(role, index, cpus, 1 if gpu else 0) for role, index, gpu in roles]
+    return [Slot(role, index, cpus, 1 if gpu else 0, replica) for role, index, gpu, replica in roles]
 
 
 def start_ray(cluster: ClusterConfig) -> bool:
@@ -107,6 +112,23 @@ def actor_options(group: PlacementGroup, slots: list[Slot], slot: Slot) -> dict[
     }
 
 
+def wait_until_alive(actor: Any, timeout_s: float = 120.0) -> None:
+    """Block until a (restarting) actor answers again; RuntimeError after ``timeout_s``.
+
+    Calls made while Ray restarts an actor fail at once, so the driver waits for the
+    restart before the actor's next real call.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ray.get(actor.placement.remote(), timeout=max(1.0, deadline - time.monotonic()))
+            return
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"actor did not come back within {timeout_s:g}s: {error}") from None
+            time.sleep(0.5)
+
+
 class Introspect:
     """Mixin the orchestrator adds to remote actors: where did this actor land?"""
 
@@ -114,6 +136,12 @@ class Introspect:
         """Node id and the GPU ids Ray assigned to this actor."""
         context = ray.get_runtime_context()
         return {"node_id": context.get_node_id(), "gpu_ids": [str(g) for g in context.get_accelerator_ids()["GPU"]]}
+
+    def resident_memory_mb(self) -> float:
+        """Resident memory of this actor's process in MiB (soak tests, bench)."""
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
 
 
 def remote_class(cls: type) -> Any:

@@ -18,6 +18,7 @@ import numpy as np
 import ray
 
 from mixgrpo.batch import PromptBatch, RolloutBatch
+from mixgrpo.orchestrator.placement import wait_until_alive
 from mixgrpo.tasks import Task
 
 logger = logging.getLogger("mixgrpo.rollouts")
@@ -91,6 +92,7 @@ class RolloutPipeline:
             self.restarts += 1
             logger.warning("generator %d %s at step %d: generating its shard again", index, reason, step)
             generator = self.generators[index]
+            wait_until_alive(generator)
             if self._adapter_ref is not None:
                 generator.load_adapter.remote(self._adapter_ref, self.version, True)
             ref = generator.generate.remote(launched.shards[index], step)
@@ -120,6 +122,7 @@ class RolloutPipeline:
             except ray.exceptions.RayActorError:
                 self.restarts += 1
                 logger.warning("generator %d died while loading adapter %d: re-sending it", index, self.version)
+                wait_until_alive(self.generators[index])
                 ray.get(self.generators[index].load_adapter.remote(self._adapter_ref, self.version, True))
         self._broadcasts = []
 
