@@ -45,3 +45,21 @@ def record_pid(prompt: str, completion: str, metadata: dict, path: str) -> float
     with open(path, "a") as handle:
         handle.write(f"{os.getpid()}\n")
     return 1.0
+
+
+_flaky_rng = None
+
+
+def flaky(prompts: list[str], completions: list[str], metadata: list[dict]) -> list[float]:
+    """A batched judge that raises on about 10 % of calls and hangs past a 0.5 s timeout on about 2 %."""
+    import random
+
+    global _flaky_rng
+    if _flaky_rng is None:
+        _flaky_rng = random.Random(1234)
+    draw = _flaky_rng.random()
+    if draw < 0.10:
+        raise RuntimeError("judge unavailable")
+    if draw < 0.12:
+        time.sleep(1.5)
+    return [float(len(c) % 3) for c in completions]
