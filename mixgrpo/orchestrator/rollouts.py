@@ -105,14 +105,13 @@ class RolloutPipeline:
     def broadcast(self, adapter: dict[str, Any], version: int, rollback: bool = False) -> None:
         """Send the adapter (one object-store copy) to every generator as ``version``.
 
-        Synchronous mode waits until every generator serves it; async mode leaves the
-        loads queued behind the generation in flight and checks them at the next collect.
-        ``rollback`` allows an older version (restoring a checkpoint).
+        Returns at once: each generator runs its calls in order, so the load is applied before
+        the next generation on that actor (in async mode, right after the one in flight); the
+        next ``collect`` checks that every load succeeded. ``rollback`` allows an older version
+        (restoring a checkpoint).
         """
         self._adapter_ref, self.version = ray.put(adapter), version
         self._broadcasts = [g.load_adapter.remote(self._adapter_ref, version, rollback) for g in self.generators]
-        if self.async_steps == 0:
-            self.wait_for_broadcast()
 
     def wait_for_broadcast(self) -> None:
         """Block until the last broadcast is applied everywhere; a generator that died gets it again."""
