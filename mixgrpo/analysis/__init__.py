@@ -1,0 +1,1 @@
+"""Offline analyses of rewards, advantages and gradients (Theorem 3, influence of channels)."""
