@@ -69,7 +69,7 @@ class BenchFigures:
     wall_s: float
     samples_per_s: float
     rollout_tokens_per_s: float
-    """Completion tokens / the driver's generate time (transport included)."""
+    """Completion tokens / the driver's generate time (transport included; async: the actors' time)."""
     trained_tokens_per_s: float
     """Completion tokens / the driver's learn time."""
     actor_rollout_tokens_per_s: float
@@ -109,7 +109,10 @@ def analyse(collector: SpanCollector, config: Config, warmup: int) -> BenchFigur
     bound, verdict = _verdict(per_step, stage_s, config)
     return BenchFigures(
         steps=len(measured), wall_s=wall, samples_per_s=samples / wall,
-        rollout_tokens_per_s=tokens / max(sum(m["time/generate"] for m in measured), 1e-9),
+        # In async mode the driver's generate stage is only the wait for generation that overlapped
+        # the previous step, so rollout throughput is taken from the generators' own spans.
+        rollout_tokens_per_s=tokens / max(generating if config.algorithm.async_steps else
+                                          sum(m["time/generate"] for m in measured), 1e-9),
         trained_tokens_per_s=tokens / max(sum(m["time/learn"] for m in measured), 1e-9),
         actor_rollout_tokens_per_s=tokens / max(generating, 1e-9),
         actor_trained_tokens_per_s=tokens / max(training, 1e-9),
