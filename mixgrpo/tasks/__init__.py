@@ -7,6 +7,7 @@ import numpy as np
 from mixgrpo.batch import PromptBatch
 from mixgrpo.config import TaskConfig
 from mixgrpo.tasks.files import read_prompt_file
+from mixgrpo.tasks.svg_poster import svg_poster_pool
 from mixgrpo.tasks.toy import arithmetic_pool
 
 
@@ -37,6 +38,8 @@ def make_task(config: TaskConfig, seed: int) -> Task:
     """Build the configured prompt source (file errors raise PromptFileError)."""
     if config.kind == "toy-arithmetic":
         pool = arithmetic_pool(config.num_prompts, seed)
+    elif config.kind == "svg-poster":
+        pool = svg_poster_pool(config.num_prompts, seed)
     else:
         pool = read_prompt_file(config.path)
     return Task(pool, config.prompts_per_step, seed)

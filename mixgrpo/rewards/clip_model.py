@@ -1,0 +1,163 @@
+"""An open_clip model loaded once per reward actor, scoring images against texts (CLIPScore).
+
+CLIPScore (Hessel et al. 2021, "CLIPScore: A Reference-free Evaluation Metric for
+Image Captioning", eq. 1): ``w * max(cos(E_image, E_text), 0)`` with w = 2.5.
+
+Model sources: an open_clip name plus a ``pretrained`` tag or checkpoint file
+(``ViT-B-32`` + ``laion2b_s34b_b79k``), ``local-dir:/path`` (an
+``open_clip_config.json`` + weights folder), ``hf-hub:org/repo``, or
+``builtin:tiny-clip``: a 3 M-parameter ViT/text-transformer pair with random
+weights built locally from a model config and cached (no downloads; its scores
+mean nothing, it exercises the same code path as a real checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+CLIPSCORE_W = 2.5
+"""Hessel et al. 2021 rescale cosines by 2.5 so scores spread over roughly [0, 1]."""
+TINY_CLIP = "builtin:tiny-clip"
+_TINY_VERSION = "v1"
+_TINY_CONFIG: dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+_CLIP_MEAN_STD = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}
+
+
+def pick_device(device: str) -> str:
+    """``auto``: cuda when this process sees a GPU (a ``device: gpu`` channel's actor sees exactly its own)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def build_tiny_clip(directory: Path, seed: int = 0) -> None:
+    """Write a random tiny open_clip model (config + safetensors) that ``local-dir:`` loads."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**_TINY_CONFIG)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(model.state_dict(), str(directory / "open_clip_model.safetensors"))
+    (directory / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": _TINY_CONFIG, "preprocess_cfg": _CLIP_MEAN_STD}, indent=1))
+
+
+def resolve_clip_name(model: str) -> str:
+    """The open_clip model name to load: ``builtin:tiny-clip`` is built (once) and becomes ``local-dir:...``."""
+    from mixgrpo.tasks.tiny_model import cache_root  # lazy: it imports transformers (seconds)
+
+    if model != TINY_CLIP:
+        return model
+    target = cache_root() / f"tiny-clip-{_TINY_VERSION}"
+    if not (target / "open_clip_config.json").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".building-tiny-clip-", dir=target.parent))
+        try:
+            build_tiny_clip(staging)
+            staging.rename(target)
+        except OSError:  # built concurrently by another actor: theirs is the same model
+            if not (target / "open_clip_config.json").is_file():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return f"local-dir:{target}"
+
+
+def check_clip_source(model: str, pretrained: str | None) -> None:
+    """ValueError for a source that cannot load, checked without loading anything."""
+    if model.startswith("builtin:") and model != TINY_CLIP:
+        raise ValueError(f"unknown builtin CLIP model {model!r}; known: {TINY_CLIP}")
+    if model.startswith("local-dir:") and not (Path(model.removeprefix("local-dir:")) / "open_clip_config.json").is_file():
+        raise ValueError(f"{model}: no open_clip_config.json in that directory")
+    looks_like_file = pretrained is not None and (pretrained.startswith(("/", ".", "~")) or "." in Path(pretrained).name)
+    if looks_like_file and not Path(pretrained).expanduser().is_file():
+        raise ValueError(f"pretrained checkpoint not found: {pretrained}")
+
+
+class ClipScorer:
+    """CLIPScore of (image, text) pairs, batched on one device; the model loads on ``load()``."""
+
+    def __init__(self, model: str, pretrained: str | None = None, device: str = "auto",
+                 batch_size: int = 32, w: float = CLIPSCORE_W) -> None:
+        check_clip_source(model, pretrained)
+        self.model_name, self.pretrained = model, pretrained
+        self.device_name, self.batch_size, self.w = device, batch_size, w
+        self.model: Any = None
+        self._lock = threading.Lock()
+
+    def load(self) -> "ClipScorer":
+        """Load model, preprocessing and tokenizer (idempotent, thread-safe)."""
+        import open_clip
+
+        with self._lock:
+            if self.model is None:
+                name = resolve_clip_name(self.model_name)
+                self.device = pick_device(self.device_name)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    name, pretrained=None if name.startswith(("local-dir:", "hf-hub:")) else self.pretrained,
+                    device=self.device)
+                self.preprocess, self.tokenizer = preprocess, open_clip.get_tokenizer(name)
+                self.model = model.eval()
+        return self
+
+    def image_tensor(self, images: list[Image.Image]) -> torch.Tensor:
+        """(B, 3, S, S) preprocessed images on the model's device."""
+        return torch.stack([self.preprocess(image) for image in images]).to(self.device)
+
+    def text_features(self, texts: list[str]) -> torch.Tensor:
+        """(B, D) unit-norm text embeddings."""
+        tokens = self.tokenizer(texts).to(self.device)
+        return torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, D) unit-norm image embeddings of preprocessed ``pixels`` (B, 3, S, S)."""
+        return torch.nn.functional.normalize(self.model.encode_image(pixels).float(), dim=-1)
+
+    def cosine(self, pixels: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """(B,) cosine of each image with its text (differentiable w.r.t. ``pixels``)."""
+        return (self.image_features(pixels) * self.text_features(texts)).sum(-1)
+
+    @torch.no_grad()
+    def score(self, images: list[Image.Image | None], texts: list[str]) -> list[float | None]:
+        """(N,) CLIPScore ``w * max(cos, 0)``; None where the image is None.
+
+        Each distinct text and each distinct image object (a prompt's image is
+        shared by its m completions) is encoded once, in batches of batch_size.
+        """
+        self.load()
+        present = [i for i, image in enumerate(images) if image is not None]
+        if not present:
+            return [None] * len(images)
+        text_keys = list(dict.fromkeys(texts[i] for i in present))
+        image_keys = list(dict.fromkeys(id(images[i]) for i in present))
+        by_id = {id(images[i]): images[i] for i in present}
+        text_table = self._batched(text_keys, self.text_features)
+        image_table = self._batched([by_id[k] for k in image_keys],
+                                    lambda chunk: self.image_features(self.image_tensor(chunk)))
+        text_index = {key: row for row, key in enumerate(text_keys)}
+        image_index = {key: row for row, key in enumerate(image_keys)}
+        text_rows = [text_index[texts[i]] for i in present]
+        image_rows = [image_index[id(images[i])] for i in present]
+        cosines = (image_table[image_rows] * text_table[text_rows]).sum(-1)
+        values = (self.w * cosines.clamp(min=0.0)).cpu().numpy().astype(np.float64)
+        scores: list[float | None] = [None] * len(images)
+        for i, value in zip(present, values):
+            scores[i] = float(value)
+        return scores
+
+    def _batched(self, items: list[Any], encode: Any) -> torch.Tensor:
+        return torch.cat([encode(items[s:s + self.batch_size]) for s in range(0, len(items), self.batch_size)])
