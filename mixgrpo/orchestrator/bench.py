@@ -27,6 +27,7 @@ from mixgrpo.batch import TrainBatch
 from mixgrpo.config import Config, apply_overrides, config_from_dict
 from mixgrpo.orchestrator.driver import Actors, train
 from mixgrpo.orchestrator.events import Span, clock_offset
+from mixgrpo.orchestrator.scoring import group_workers
 from mixgrpo.orchestrator.step import StepLoop
 from mixgrpo.tasks import make_task
 
@@ -56,7 +57,9 @@ class SpanCollector:
 
 def _lanes(actors: Actors, config: Config) -> dict[str, Any]:
     lanes = {f"generator-{i}": g for i, g in enumerate(actors.generators)}
-    lanes.update({f"reward-{c.name}": w for c, w in zip(config.rewards, actors.rewards)})
+    for channel, group in zip(config.rewards, group_workers(actors.rewards, config.rewards)):
+        names = [f"reward-{channel.name}"] if len(group) == 1 else [f"reward-{channel.name}-{k}" for k in range(len(group))]
+        lanes.update(zip(names, group))
     lanes.update({f"learner-{i}": a for i, a in enumerate(actors.learner.actors)})
     return lanes
 
