@@ -34,6 +34,8 @@ class RunConfig(_Section):
     """Number of GRPO steps (one batch of prompts each)."""
     out_dir: str | None = None
     """Run directory; default runs/<date-time> (overridden by --out)."""
+    output_uri: str | None = None
+    """Copy the run directory to <uri>/<run dir name> (s3://, gs://, file://, a path) at checkpoints and the end."""
     checkpoint_every: int = Field(default=10, ge=1)
     """Write a resumable checkpoint every N steps (and at the end)."""
     tensorboard: bool = True

@@ -24,7 +24,9 @@ from mixgrpo.faults import failpoint
 from mixgrpo.orchestrator.checkpoint import load_latest_checkpoint, save_checkpoint
 from mixgrpo.orchestrator.learner_group import LearnerGroup, LearnerGroupError
 from mixgrpo.orchestrator.metrics import METRICS, ROLLOUTS, RunRecorder, plot_rewards, summary_table
+from mixgrpo.orchestrator.outputs import push_outputs
 from mixgrpo.orchestrator.placement import Slot, actor_options, plan_slots, remote_class, reserved, start_ray
+from mixgrpo.orchestrator.reward_maps import write_reward_overlays
 from mixgrpo.orchestrator.rollouts import RolloutPipeline
 from mixgrpo.orchestrator.step import StepLoop
 from mixgrpo.rewards.channels import build_channel
@@ -130,6 +132,7 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False,
     run_dir = Path(run_dir or config.run.out_dir or default_run_dir())
     task = preflight(config)
     _prepare_run_dir(config, run_dir, resume)
+    push_outputs(run_dir, config.run.output_uri)  # run.output_uri: a bad one fails here, before Ray
     resolve_model_path(config.model.path, config.run.seed)  # build a builtin model once, before the actors
     started_ray = start_ray(config.cluster)
     try:
@@ -193,12 +196,14 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
         step += 1
         if step % config.run.checkpoint_every == 0 or step == config.run.steps:
             save_checkpoint(run_dir, step, actors.learner.state())
+            push_outputs(run_dir, config.run.output_uri)
         failpoint("step_end", "driver", step - 1)
     pipeline.wait_for_broadcast()
     recorder.close()
+    write_reward_overlays(config, task, actors.rewards, run_dir)  # clipscore/ocr channels: reward_maps/*.png
     adapter_dir = run_dir / "adapter"
     actors.learner.save_adapter(str(adapter_dir))
-    return RunOutputs(
+    outputs = RunOutputs(
         run_dir=run_dir,
         metrics=run_dir / METRICS,
         rollouts=run_dir / ROLLOUTS,
@@ -207,3 +212,5 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
         adapter=adapter_dir,
         summary=summary_table(run_dir, config.channel_names),
     )
+    push_outputs(run_dir, config.run.output_uri)
+    return outputs
