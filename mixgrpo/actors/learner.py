@@ -156,12 +156,14 @@ class Learner:
         with torch.no_grad(), self.model.disable_adapter():
             return self._token_logprobs(micro)[0]
 
-    def _all_reduce_sum(self, value: float) -> float:
+    def _all_reduce_sums(self, values: dict[str, float]) -> dict[str, float]:
+        """Sum every value over the ranks in one collective (keys sorted: the same order on every rank)."""
         if self.world_size == 1:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+            return dict(values)
+        keys = sorted(values)
+        tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
         dist.all_reduce(tensor)
-        return float(tensor.item())
+        return dict(zip(keys, tensor.tolist()))
 
     def train_step(self, batch: TrainBatch) -> LearnerResult:
         """One optimizer step on this rank's shard of the step's batch."""
@@ -171,7 +173,7 @@ class Learner:
             for start in range(0, len(batch), self.config.micro_batch_size)
         ]
         local_count = sum(aggregation_count(mb.response_mask, self.loss_config.aggregation) for mb in micro_batches)
-        global_count = max(self._all_reduce_sum(local_count), 1.0)
+        global_count = max(self._all_reduce_sums({"count": local_count})["count"], 1.0)
         poisoned = failpoint("loss", f"learner-{self.rank}", self.calls) == "corrupt"
         sums: dict[str, float] = {"time_forward": 0.0, "time_backward": 0.0}
         gap_sum, gap_max = 0.0, 0.0
@@ -188,9 +190,11 @@ class Learner:
             gap_sum, gap_max = gap_sum + float(gap.sum()), max(gap_max, float(gap.max()))
         failpoint("train_step", f"learner-{self.rank}", self.calls)
         self.calls += 1
-        metrics = {k: self._all_reduce_sum(v) for k, v in sums.items()}
-        tokens = self._all_reduce_sum(sum(float(mb.response_mask.sum()) for mb in micro_batches))
-        metrics["logprob_mismatch_mean"] = self._all_reduce_sum(gap_sum) / max(tokens, 1.0)
+        sums["tokens"] = sum(float(mb.response_mask.sum()) for mb in micro_batches)
+        sums["gap"] = gap_sum
+        metrics = self._all_reduce_sums(sums)
+        tokens, gap_total = metrics.pop("tokens"), metrics.pop("gap")
+        metrics["logprob_mismatch_mean"] = gap_total / max(tokens, 1.0)
         metrics["logprob_mismatch_max"] = gap_max
         started = time.monotonic()
         metrics.update(self._apply_gradients())

@@ -174,7 +174,7 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
                            tensorboard=config.run.tensorboard, progress=config.run.progress)
     for role, places in actors.placements().items():  # also waits until every actor is up
         logger.info("%s actors on %s", role, [(p["node_id"][:8], p["gpu_ids"]) for p in places])
-    pipeline = RolloutPipeline(actors.generators, task, config.algorithm.async_steps)
+    pipeline = RolloutPipeline(actors.generators, task)
     start, version = 0, 0
     checkpoint = load_latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:

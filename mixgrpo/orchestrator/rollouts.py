@@ -45,10 +45,9 @@ class RolloutPipeline:
     generator serves a version older than the one the learner published.
     """
 
-    def __init__(self, generators: list[Any], task: Task, async_steps: int) -> None:
+    def __init__(self, generators: list[Any], task: Task) -> None:
         self.generators = generators
         self.task = task
-        self.async_steps = async_steps
         self.version = 0
         self.restarts = 0
         """Shards generated again after a generator failure (a metric)."""
