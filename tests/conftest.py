@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mixgrpo.tasks.tiny_model import resolve_model_path
+from mixgrpo.builtin import resolve_model_path
 
 
 @pytest.fixture(scope="session")

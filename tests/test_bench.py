@@ -6,9 +6,9 @@ import json
 
 import pytest
 import ray
+from ray_helpers import start_local_ray
 
 from mixgrpo.orchestrator.cli import main
-from ray_helpers import start_local_ray
 
 SHORT = ["--set", "task.prompts_per_step=8", "--set", "run.progress=false"]
 

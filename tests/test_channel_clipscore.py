@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from mixgrpo.builtin.tiny_clip import build_tiny_clip, resolve_clip_name
 from mixgrpo.rewards.channels import ScoringInput, build_channel
-from mixgrpo.rewards.clip_model import CLIPSCORE_W, ClipScorer, build_tiny_clip, resolve_clip_name
+from mixgrpo.rewards.clip_model import CLIPSCORE_W, ClipScorer
 from mixgrpo.tasks.svg_poster import reference_svg
 
 

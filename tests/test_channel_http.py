@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 import pytest
-
 from http_judge import start_judge
+
 from mixgrpo.actors.reward import RewardWorker
 from mixgrpo.batch import PromptBatch, RolloutBatch
 from mixgrpo.config import RewardChannelConfig

@@ -9,7 +9,13 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from mixgrpo.rewards.channels import ScoringInput, build_channel
-from mixgrpo.rewards.ocr import OcrLine, match_targets, normalise, prompt_targets, read_lines
+from mixgrpo.rewards.ocr import (
+    OcrLine,
+    match_targets,
+    normalise,
+    prompt_targets,
+    read_lines,
+)
 from mixgrpo.tasks.svg_poster import reference_svg
 
 

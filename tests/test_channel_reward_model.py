@@ -5,13 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+)
 
 from mixgrpo.actors.reward import RewardWorker
 from mixgrpo.batch import PromptBatch, RolloutBatch
+from mixgrpo.builtin.tiny_arith import train_tokenizer
 from mixgrpo.config import RewardChannelConfig
 from mixgrpo.rewards.channels import ScoringInput, build_channel
-from mixgrpo.tasks.tiny_model import train_tokenizer
 
 PROMPTS = ["3+4=", "3+4=", "an SVG poster", "an SVG poster displaying a long title"]
 COMPLETIONS = ["7", "it is 7 i think", "<svg></svg>", ""]

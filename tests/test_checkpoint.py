@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from mixgrpo.orchestrator.checkpoint import load_latest_checkpoint, save_checkpoint
-from mixgrpo.orchestrator.metrics import RunRecorder, StageTimer, plot_rewards, read_metrics, summary_table
+from mixgrpo.orchestrator.metrics import (
+    RunRecorder,
+    StageTimer,
+    plot_rewards,
+    summary_table,
+)
+from mixgrpo.rundir import read_metrics
 
 
 def learner_state(value: float, version: int) -> dict:

@@ -21,8 +21,8 @@ from ray.util import placement_group_table
 
 from mixgrpo.config import load_config
 from mixgrpo.orchestrator.driver import train
-from mixgrpo.orchestrator.metrics import read_metrics
 from mixgrpo.orchestrator.placement import plan_slots, reserved
+from mixgrpo.rundir import read_metrics
 
 SHORT = ["run.steps=2", "task.prompts_per_step=4", "run.tensorboard=false", "run.progress=false", "cluster.gpus=2"]
 

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import ray
+from ray_helpers import start_local_ray
 
 from mixgrpo.analysis.compare_report import moving_average, steps_to_target
 from mixgrpo.analysis.thm3 import channel_influence, group_advantages
@@ -15,7 +16,6 @@ from mixgrpo.config import default_config_path, load_config
 from mixgrpo.orchestrator.cli import main
 from mixgrpo.orchestrator.compare import parse_seeds, parse_target, plan_runs
 from mixgrpo.tasks.nuisance import style_score
-from ray_helpers import start_local_ray
 
 NUISANCE = str(default_config_path().with_name("local-tiny-nuisance.yaml"))
 

@@ -26,7 +26,7 @@ from launch_fakes import FakeRunPod, local_sshd, process_alive, stop_remote_jobs
 from mixgrpo.orchestrator.cli import main
 from mixgrpo.orchestrator.launch.runpod import LaunchOptions, launch_runpod
 from mixgrpo.orchestrator.launch.secrets import Redactor, require_api_key
-from mixgrpo.orchestrator.metrics import read_metrics
+from mixgrpo.rundir import read_metrics
 
 pytestmark = pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(),
                                 reason="needs openssh-server (.ci/run installs it)")

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import ray
 import torch
+from ray_helpers import start_local_ray
 
 from mixgrpo.actors.generator import Generator
 from mixgrpo.batch import TrainBatch
 from mixgrpo.config import load_config
 from mixgrpo.orchestrator.learner_group import LearnerGroup
 from mixgrpo.tasks import make_task
-from ray_helpers import start_local_ray
 
 
 @pytest.fixture(scope="module", autouse=True)

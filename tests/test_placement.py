@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import ray
+from ray_helpers import start_local_ray
 
 from mixgrpo.config import load_config
 from mixgrpo.orchestrator.driver import create_actors
 from mixgrpo.orchestrator.placement import plan_slots, reserved
-from ray_helpers import start_local_ray
 
 GPU_REWARDS = (
     "rewards=[{name: correct, kind: numeric_match, device: gpu},"

@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from mixgrpo.builtin.tiny_clip import build_tiny_clip
 from mixgrpo.orchestrator.cli import main
 from mixgrpo.rewards import maps
-from mixgrpo.rewards.clip_model import ClipScorer, build_tiny_clip
+from mixgrpo.rewards.clip_model import ClipScorer
 from mixgrpo.rewards.ocr import match_targets, read_lines
 from mixgrpo.tasks.svg_poster import reference_svg
 

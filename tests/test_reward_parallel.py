@@ -10,18 +10,24 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import ray
+from ray_helpers import start_local_ray
 
 from mixgrpo.actors.reward import RewardWorker
 from mixgrpo.batch import PromptBatch, RolloutBatch, rollout_table
 from mixgrpo.config import RewardChannelConfig, load_config
 from mixgrpo.orchestrator.driver import train
-from mixgrpo.orchestrator.metrics import read_metrics
-from mixgrpo.orchestrator.placement import Introspect, actor_options, plan_slots, remote_class, reserved
+from mixgrpo.orchestrator.placement import (
+    Introspect,
+    actor_options,
+    plan_slots,
+    remote_class,
+    reserved,
+)
 from mixgrpo.orchestrator.reward_maps import write_reward_overlays
 from mixgrpo.orchestrator.scoring import replica_rows, score_all_channels
+from mixgrpo.rundir import read_metrics
 from mixgrpo.tasks import make_task
 from mixgrpo.tasks.svg_poster import reference_svg
-from ray_helpers import start_local_ray
 
 SVG_CONFIG = "configs/svg-poster.yaml"
 

@@ -15,8 +15,8 @@ import pytest
 from launch_fakes import free_port
 
 from mixgrpo.orchestrator.cli import main
-from mixgrpo.orchestrator.metrics import read_metrics
 from mixgrpo.orchestrator.outputs import push_outputs
+from mixgrpo.rundir import read_metrics
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -11,14 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 from peft import PeftModel
+from ray_helpers import start_local_ray
 from transformers import AutoModelForCausalLM
 
+from mixgrpo.builtin import resolve_model_path
 from mixgrpo.config import load_config
 from mixgrpo.orchestrator.driver import train
-from mixgrpo.orchestrator.metrics import read_metrics
+from mixgrpo.rundir import read_metrics
 from mixgrpo.tasks import make_task
-from mixgrpo.tasks.tiny_model import resolve_model_path
-from ray_helpers import start_local_ray
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -15,11 +15,13 @@ import pytest
 import ray
 import torch
 
-from mixgrpo.actors import generator as generator_module
-from mixgrpo.actors import vllm_backend
-from mixgrpo.actors.generator import Generator, HFBackend, make_backend
+from mixgrpo.actors import backends
+from mixgrpo.actors.backends import HFBackend, make_backend
+from mixgrpo.actors.backends import vllm as vllm_backend
+from mixgrpo.actors.generator import Generator
 from mixgrpo.actors.learner import Learner
 from mixgrpo.batch import PromptBatch, RolloutBatch, TrainBatch
+from mixgrpo.builtin import resolve_model_path
 from mixgrpo.config import Config, load_config
 
 pytestmark = pytest.mark.vllm
@@ -98,15 +100,15 @@ def generator(config):
 
 
 def test_auto_falls_back_to_hf_without_vllm(config, monkeypatch):
-    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: False)
-    backend = make_backend(generator_module.resolve_model_path(config.model.path, 0), config.model,
+    monkeypatch.setattr(backends, "vllm_available", lambda: False)
+    backend = make_backend(resolve_model_path(config.model.path, 0), config.model,
                            config.learner.lora, config.generator.model_copy(update={"backend": "auto"}))
     assert isinstance(backend, HFBackend)
 
 
 def test_auto_and_vllm_pick_the_vllm_backend(config, monkeypatch):
-    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: True)
-    monkeypatch.setattr(vllm_backend, "VLLMBackend", lambda *args: ("vllm", args))
+    monkeypatch.setattr(backends, "vllm_available", lambda: True)
+    monkeypatch.setattr(backends, "VLLMBackend", lambda *args: ("vllm", args))
     for name in ("auto", "vllm"):
         sampling = config.generator.model_copy(update={"backend": name})
         picked = make_backend("path", config.model, config.learner.lora, sampling)
@@ -221,9 +223,10 @@ def test_load_adapter_rejects_foreign_keys_and_shapes(generator):
 
 def test_short_training_run_through_the_ray_driver(tmp_path, tiny_model_cache):
     pytest.importorskip("vllm")
-    from mixgrpo.orchestrator.driver import train
-    from mixgrpo.orchestrator.metrics import read_metrics
     from ray_helpers import start_local_ray
+
+    from mixgrpo.orchestrator.driver import train
+    from mixgrpo.rundir import read_metrics
 
     start_local_ray(num_cpus=2)
     try:

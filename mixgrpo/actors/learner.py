@@ -26,12 +26,19 @@ import torch
 import torch.distributed as dist
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-from mixgrpo.actors.loss import LossConfig, LossInputs, LossOutput, gather_token_logprobs, grpo_loss, token_entropy
+from mixgrpo.actors.loss import (
+    LossConfig,
+    LossInputs,
+    LossOutput,
+    gather_token_logprobs,
+    grpo_loss,
+    token_entropy,
+)
 from mixgrpo.actors.models import load_base_model, wrap_lora
 from mixgrpo.batch import TrainBatch
+from mixgrpo.builtin import resolve_model_path
 from mixgrpo.config import LearnerConfig, LossSettings, ModelConfig
 from mixgrpo.faults import failpoint
-from mixgrpo.tasks.tiny_model import resolve_model_path
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,15 @@ import numpy as np
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
+from mixgrpo.builtin import BUILTIN_PREFIX, check_builtin_name
 from mixgrpo.config import LoraConfig, ModelConfig
-from mixgrpo.tasks.tiny_model import BUILTIN_PREFIX, check_builtin_name
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from mixgrpo.analysis.thm3 import channel_influence
-from mixgrpo.orchestrator.metrics import ROLLOUTS, read_metrics
+from mixgrpo.rundir import ROLLOUTS, read_metrics
 
 _MODE_COLOURS = {"na": "tab:blue", "an": "tab:red", "single": "tab:green", "conditioned": "tab:purple"}
 

@@ -35,9 +35,9 @@ from mixgrpo.actors.models import load_base_model
 from mixgrpo.actors.reward import RewardWorker
 from mixgrpo.analysis.thm3 import ScoreSample
 from mixgrpo.batch import PromptBatch, RolloutBatch
+from mixgrpo.builtin import resolve_model_path
 from mixgrpo.config import Config, load_config
 from mixgrpo.tasks import make_task
-from mixgrpo.tasks.tiny_model import resolve_model_path
 
 STEP_OFFSET = 1_000_000
 """Generator steps used for sampling start past any training step, so the draws are fresh."""

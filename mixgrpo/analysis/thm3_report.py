@@ -103,7 +103,9 @@ def synthetic_check(prompts: int, groups: int, group_sizes: list[int], rho: floa
 def from_run_check(run_dir: Path, prompts: int, groups: int, group_sizes: list[int], projection_dim: int,
                    seed: int, overrides: list[str]) -> tuple[dict[str, Any], RealScoreAnalysis]:
     """The language-model check on a finished run (variance across groups; no known true gradient)."""
-    from mixgrpo.analysis.lm_scores import sample_run  # torch + transformers: only for this source
+    from mixgrpo.analysis.lm_scores import (
+        sample_run,  # torch + transformers: only for this source
+    )
 
     run = sample_run(run_dir, prompts, groups, max(group_sizes), projection_dim, seed, overrides)
     analysis = analyze_real_scores(run.sample, run.weights, group_sizes)

@@ -40,12 +40,12 @@ from mixgrpo.analysis.compare_report import (
     summary_json,
     write_json,
 )
+from mixgrpo.builtin import resolve_model_path
 from mixgrpo.config import Config, ConfigError, config_from_dict
 from mixgrpo.orchestrator.driver import preflight, train
-from mixgrpo.orchestrator.metrics import read_metrics
 from mixgrpo.orchestrator.placement import plan_slots, start_ray
 from mixgrpo.rewards.mixer import ADVANTAGE_MODES
-from mixgrpo.tasks.tiny_model import resolve_model_path
+from mixgrpo.rundir import read_metrics
 
 logger = logging.getLogger("mixgrpo.compare")
 WALL_FILE = "compare_wall.json"

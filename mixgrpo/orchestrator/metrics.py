@@ -20,9 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ROLLOUTS = "rollouts.parquet"
-METRICS = "metrics.jsonl"
-REWARD_PLOT = "rewards.png"
+from mixgrpo.rundir import METRICS, REWARD_PLOT, ROLLOUTS, metric_lines, read_metrics
 
 
 class RunRecorder:
@@ -46,7 +44,7 @@ class RunRecorder:
         """Drop outputs of steps >= ``step`` (written after the checkpoint a resume starts from)."""
         metrics_path = self.run_dir / METRICS
         if metrics_path.is_file():
-            kept = [json.dumps(row) for row in _complete_lines(metrics_path) if row["step"] < step]
+            kept = [json.dumps(row) for row in metric_lines(metrics_path) if row["step"] < step]
             metrics_path.write_text("".join(line + "\n" for line in kept))
         for part in (self.run_dir / ROLLOUTS).glob("step-*.parquet"):
             if int(part.stem.split("-")[1]) >= step:
@@ -89,22 +87,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All metric lines of a run, in step order (a line cut short by a killed process is skipped)."""
-    path = run_dir / METRICS
-    return sorted(_complete_lines(path), key=lambda row: row["step"]) if path.is_file() else []
-
-
-def _complete_lines(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 def plot_rewards(run_dir: Path, channel_names: list[str]) -> Path:

@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import ray
-from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.placement_group import (
+    PlacementGroup,
+    placement_group,
+    remove_placement_group,
+)
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from mixgrpo.config import ClusterConfig, Config

@@ -13,9 +13,6 @@ mean nothing, it exercises the same code path as a real checkpoint).
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,57 +21,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mixgrpo.builtin.tiny_clip import TINY_CLIP, resolve_clip_name
+from mixgrpo.runtime import pick_device
+
 CLIPSCORE_W = 2.5
 """Hessel et al. 2021 rescale cosines by 2.5 so scores spread over roughly [0, 1]."""
-TINY_CLIP = "builtin:tiny-clip"
-_TINY_VERSION = "v1"
-_TINY_CONFIG: dict[str, Any] = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
-_CLIP_MEAN_STD = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}
-
-
-def pick_device(device: str) -> str:
-    """``auto``: cuda when this process sees a GPU (a ``device: gpu`` channel's actor sees exactly its own)."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def build_tiny_clip(directory: Path, seed: int = 0) -> None:
-    """Write a random tiny open_clip model (config + safetensors) that ``local-dir:`` loads."""
-    import open_clip
-    from safetensors.torch import save_file
-
-    torch.manual_seed(seed)
-    model = open_clip.CLIP(**_TINY_CONFIG)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(model.state_dict(), str(directory / "open_clip_model.safetensors"))
-    (directory / "open_clip_config.json").write_text(
-        json.dumps({"model_cfg": _TINY_CONFIG, "preprocess_cfg": _CLIP_MEAN_STD}, indent=1))
-
-
-def resolve_clip_name(model: str) -> str:
-    """The open_clip model name to load: ``builtin:tiny-clip`` is built (once) and becomes ``local-dir:...``."""
-    from mixgrpo.tasks.tiny_model import cache_root  # lazy: it imports transformers (seconds)
-
-    if model != TINY_CLIP:
-        return model
-    target = cache_root() / f"tiny-clip-{_TINY_VERSION}"
-    if not (target / "open_clip_config.json").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".building-tiny-clip-", dir=target.parent))
-        try:
-            build_tiny_clip(staging)
-            staging.rename(target)
-        except OSError:  # built concurrently by another actor: theirs is the same model
-            if not (target / "open_clip_config.json").is_file():
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return f"local-dir:{target}"
 
 
 def check_clip_source(model: str, pretrained: str | None) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import ray
-
 from harness import FaultPlan
 from ray_helpers import start_local_ray
 

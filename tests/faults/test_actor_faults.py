@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-
 from harness import corrupt, kill
+
 from mixgrpo.config import load_config
 from mixgrpo.orchestrator.driver import train
-from mixgrpo.orchestrator.metrics import read_metrics
+from mixgrpo.rundir import read_metrics
 from mixgrpo.tasks import make_task
 
 pytestmark = pytest.mark.faults

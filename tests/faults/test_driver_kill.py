@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from harness import kill
+
 from mixgrpo.config import load_config
 from mixgrpo.orchestrator.checkpoint import load_latest_checkpoint
-from mixgrpo.orchestrator.metrics import read_metrics
+from mixgrpo.rundir import read_metrics
 from mixgrpo.tasks import make_task
 
 pytestmark = pytest.mark.faults

@@ -11,7 +11,7 @@ from ray._private.internal_api import memory_summary
 
 from mixgrpo.config import load_config
 from mixgrpo.orchestrator.driver import train
-from mixgrpo.orchestrator.metrics import read_metrics
+from mixgrpo.rundir import read_metrics
 
 pytestmark = pytest.mark.faults
 

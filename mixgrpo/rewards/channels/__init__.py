@@ -10,6 +10,11 @@ from mixgrpo.rewards.channels import (  # noqa: F401  (registration side effects
     reward_model,
     rules,
 )
-from mixgrpo.rewards.channels.base import CHANNEL_KINDS, ScoringInput, build_channel, register
+from mixgrpo.rewards.channels.base import (
+    CHANNEL_KINDS,
+    ScoringInput,
+    build_channel,
+    register,
+)
 
 __all__ = ["CHANNEL_KINDS", "ScoringInput", "build_channel", "register"]

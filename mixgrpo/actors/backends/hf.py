@@ -1,0 +1,64 @@
+"""The transformers backend: ``generate`` on a PEFT-wrapped model, adapters set in memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from peft import set_peft_model_state_dict
+
+from mixgrpo.actors.backends.base import SampledCompletions
+from mixgrpo.actors.models import load_base_model, load_tokenizer, pad_left, wrap_lora
+from mixgrpo.config import GeneratorConfig, LoraConfig, ModelConfig
+
+
+class HFBackend:
+    """transformers ``generate`` on a PEFT-wrapped model; adapters are set in memory."""
+
+    def __init__(self, model_path: str, model: ModelConfig, lora: LoraConfig, sampling: GeneratorConfig) -> None:
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.tokenizer = load_tokenizer(model_path)
+        self.model = wrap_lora(load_base_model(model_path, model, self.device), lora).eval()
+        self.sampling = sampling
+
+    @torch.no_grad()
+    def sample(self, prompt_token_ids: list[np.ndarray], group_size: int, seed: int) -> SampledCompletions:
+        """Sample with temperature/top-p; behaviour log-probs come from the processed scores."""
+        torch.manual_seed(seed)
+        ids, mask = pad_left(prompt_token_ids, self.tokenizer.pad_token_id)
+        out = self.model.generate(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            do_sample=True,
+            temperature=self.sampling.temperature,
+            top_p=self.sampling.top_p,
+            top_k=0,
+            max_new_tokens=self.sampling.max_new_tokens,
+            num_return_sequences=group_size,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        new_tokens = out.sequences[:, ids.shape[1] :].cpu()
+        scores = torch.stack(out.scores, dim=1).float().cpu()  # (B*m, T, V) after temperature / top-p
+        logprobs = torch.log_softmax(scores, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        lengths = _lengths_through_eos(new_tokens, self.tokenizer.eos_token_id)
+        token_ids = [new_tokens[i, :n].numpy().astype(np.int64) for i, n in enumerate(lengths)]
+        return SampledCompletions(
+            token_ids=token_ids,
+            logprobs=[logprobs[i, :n].numpy().astype(np.float32) for i, n in enumerate(lengths)],
+            texts=self.tokenizer.batch_decode(token_ids, skip_special_tokens=True),
+        )
+
+    def load_adapter(self, tensors: dict[str, torch.Tensor], version: int) -> None:
+        """Copy the LoRA tensors into the live model (no disk round trip)."""
+        result = set_peft_model_state_dict(self.model, tensors)
+        if result.unexpected_keys:
+            raise ValueError(f"adapter has unexpected keys: {result.unexpected_keys[:3]}")
+
+
+def _lengths_through_eos(tokens: torch.Tensor, eos_id: int) -> list[int]:
+    """Length of each row up to and including its first EOS (the whole row when none)."""
+    is_eos = tokens == eos_id
+    first = torch.where(is_eos.any(dim=1), is_eos.float().argmax(dim=1) + 1, tokens.shape[1])
+    return first.tolist()
