@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 
 def cache_root() -> Path:
@@ -21,3 +22,29 @@ def pick_device(device: str = "auto") -> str:
     import torch  # only callers that run a model ask for a device; rule-channel processes never import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend (plots are written, never shown; no display needed).
+
+    Imported on first use: matplotlib costs about a second and only runs that draw need it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+"""The parameter dtypes a config may name (model.dtype, reward-model channels)."""
+
+
+def torch_dtype(name: str) -> Any:
+    """The ``torch.dtype`` called ``name`` (one of DTYPE_NAMES)."""
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {list(DTYPE_NAMES)}, got {name!r}")
+    import torch
+
+    return getattr(torch, name)

@@ -17,8 +17,8 @@ from transformers import (
 
 from mixgrpo.builtin import BUILTIN_PREFIX, check_builtin_name
 from mixgrpo.config import LoraConfig, ModelConfig
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from mixgrpo.errors import InputError
+from mixgrpo.runtime import torch_dtype
 
 
 def check_model_path(path: str) -> None:
@@ -28,7 +28,7 @@ def check_model_path(path: str) -> None:
         return
     looks_local = path.startswith((".", "/", "~")) or Path(path).expanduser().exists()
     if looks_local and not (Path(path).expanduser() / "config.json").is_file():
-        raise FileNotFoundError(f"model.path {path!r}: no such model directory (config.json missing)")
+        raise InputError(f"model.path {path!r}: no such model directory (config.json missing)")
 
 
 def load_tokenizer(model_path: str) -> PreTrainedTokenizerBase:
@@ -41,7 +41,7 @@ def load_tokenizer(model_path: str) -> PreTrainedTokenizerBase:
 
 def load_base_model(model_path: str, config: ModelConfig, device: str = "cpu") -> PreTrainedModel:
     """The causal LM in the configured dtype, in eval mode, on ``device``."""
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[config.dtype])
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype(config.dtype))
     return model.to(device).eval()
 
 

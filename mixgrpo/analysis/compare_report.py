@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from mixgrpo.analysis.thm3 import channel_influence
 from mixgrpo.rundir import ROLLOUTS, read_metrics
+from mixgrpo.runtime import pyplot
 
 _MODE_COLOURS = {"na": "tab:blue", "an": "tab:red", "single": "tab:green", "conditioned": "tab:purple"}
 
@@ -220,10 +221,7 @@ def plot_compare(figures: list[RunFigures], channel_names: list[str], weights: l
                  target: Target | None, window: int, path: Path) -> Path:
     """compare.png: per channel, mean ± std over seeds of the moving-average reward, one colour per mode;
     last panel: influence shares per mode against the weight shares."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     grouped = _by_mode(figures)
     panels = len(channel_names) + 1

@@ -9,6 +9,7 @@ from typing import Any
 
 from mixgrpo.orchestrator.bench import Baselines, BenchFigures
 from mixgrpo.orchestrator.events import Span, chrome_trace
+from mixgrpo.runtime import pyplot
 
 STAGE_COLOURS = {
     "generate": "tab:blue", "score": "tab:orange", "reward": "tab:orange", "train_step": "tab:green",
@@ -79,10 +80,7 @@ def write_trace(path: Path, spans: list[Span]) -> None:
 
 def timeline_png(path: Path, spans: list[Span], last_steps: int = 4) -> None:
     """One lane per actor (and the driver), coloured by stage, over the last few steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps = sorted({s.step for s in spans})[-last_steps:]
     shown = [s for s in spans if s.step in steps]
@@ -107,10 +105,7 @@ def timeline_png(path: Path, spans: list[Span], last_steps: int = 4) -> None:
 
 def sweep_png(path: Path, points: list[dict[str, Any]]) -> None:
     """Samples/s and tokens/s of each sweep point."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = [_label(p).replace(", ", "\n") for p in points]
     figure, axes = plt.subplots(1, 2, figsize=(max(6, 2.2 * len(points)), 3.4))

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import mixgrpo
 from mixgrpo.config import Config, load_config
+from mixgrpo.orchestrator.launch.staging import staged_config
 
 DONE = {"SUCCEEDED", "FAILED", "STOPPED"}
 
@@ -47,12 +46,10 @@ def prepare_submission(config_path: Path | None, overrides: list[str], staging: 
     config: Config = load_config(config_path, overrides)
     preflight(config)
     name = f"{config.run.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    data = config.model_dump(mode="json")
-    if config.task.kind == "file" and config.task.path:
-        source = Path(config.task.path).expanduser()
-        shutil.copy2(source, staging / f"prompts{source.suffix}")
-        data["task"]["path"] = f"prompts{source.suffix}"
-    (staging / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    config_yaml, files = staged_config(config)
+    for name, source in files.items():
+        shutil.copy2(source, staging / name)
+    (staging / "config.yaml").write_text(config_yaml)
     # The working directory is unpacked under Ray's session files: outputs go to a lasting place instead.
     run_dir = config.run.out_dir or f"$HOME/mixgrpo-runs/{name}"
     runtime_env = {"working_dir": str(staging), "py_modules": [str(Path(mixgrpo.__file__).parent)],
