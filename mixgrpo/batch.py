@@ -55,8 +55,6 @@ class RolloutBatch:
     """(N,) decoded completions, special tokens removed."""
     policy_version: np.ndarray
     """(N,) int64 adapter version that produced each completion."""
-    generate_seconds: float = 0.0
-    """Wall time the generator spent (for the step-time breakdown)."""
 
     def __len__(self) -> int:
         return len(self.completion_text)
@@ -76,7 +74,6 @@ class RolloutBatch:
             behaviour_logprobs=[t for p in parts for t in p.behaviour_logprobs],
             completion_text=[t for p in parts for t in p.completion_text],
             policy_version=np.concatenate([p.policy_version for p in parts]),
-            generate_seconds=max((p.generate_seconds for p in parts), default=0.0),
         )
 
     def take(self, rows: np.ndarray) -> "RolloutBatch":
@@ -88,7 +85,6 @@ class RolloutBatch:
             behaviour_logprobs=[self.behaviour_logprobs[i] for i in rows],
             completion_text=[self.completion_text[i] for i in rows],
             policy_version=self.policy_version[rows],
-            generate_seconds=self.generate_seconds,
         )
 
 

@@ -8,8 +8,6 @@ Backends (``mixgrpo.actors.backends``): ``hf`` (transformers ``generate``) and
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
@@ -41,7 +39,6 @@ class Generator:
 
     def generate(self, prompts: PromptBatch, step: int) -> RolloutBatch:
         """m completions for each prompt of the shard, seeded by (run seed, step, first prompt id)."""
-        started = time.monotonic()
         failpoint("generate", f"generator-{self.replica}", step)
         prompt_tokens = encode_prompts(self.backend.tokenizer, prompts.prompts, self.model_config.chat_template)
         first_id = int(prompts.prompt_ids[0]) if len(prompts) else 0
@@ -55,7 +52,6 @@ class Generator:
             behaviour_logprobs=sampled.logprobs,
             completion_text=sampled.texts,
             policy_version=np.full(len(prompts) * m, self.version, dtype=np.int64),
-            generate_seconds=time.monotonic() - started,
         )
 
     def load_adapter(self, tensors: dict[str, torch.Tensor], version: int, rollback: bool = False) -> int:

@@ -48,10 +48,9 @@ class MixDiagnostics:
 
     Attributes:
         head_names: ``R`` names.
-        head_mean: ``(R,)`` mean over present entries (NaN when none).
-        head_std: ``(R,)`` population std over present entries (NaN when none).
-        head_null_rate: ``(R,)`` nulls (NaN and +/-inf) / valid completions.
-        head_invalid_count: ``(R,)`` int64, +/-inf rewards converted to null.
+        head_std: ``(R,)`` population std over present entries (NaN when none): the unit of
+            a weak head's shortfall. (Means, null rates and invalid counts per head are the
+            step metrics ``reward/<head>``, ``null_rate/<head>``, ``failures/<head>/*``.)
         head_zero_var_group_rate: ``(R,)`` fraction of groups where the channel,
             as normalised (gated in ``"conditioned"`` mode), had < 2 present
             entries or zero variance; per group whatever the scope.
@@ -67,27 +66,12 @@ class MixDiagnostics:
     """
 
     head_names: tuple[str, ...]
-    head_mean: np.ndarray
     head_std: np.ndarray
-    head_null_rate: np.ndarray
-    head_invalid_count: np.ndarray
     head_zero_var_group_rate: np.ndarray
     weak_heads: np.ndarray
     review_head: np.ndarray
     review_reason: np.ndarray
     no_signal: np.ndarray
-
-    def per_head_table(self) -> dict[str, list]:
-        """Per-head columns as lists, keyed by column name (one row per head)."""
-        return {
-            "head": list(self.head_names),
-            "mean": self.head_mean.tolist(),
-            "std": self.head_std.tolist(),
-            "null_rate": self.head_null_rate.tolist(),
-            "invalid_count": self.head_invalid_count.tolist(),
-            "zero_var_group_rate": self.head_zero_var_group_rate.tolist(),
-        }
-
 
 def validated_head_names(head_names: Sequence[str] | None, num_heads: int) -> tuple[str, ...]:
     """``R`` head names; ``h0, h1, ...`` by default."""
@@ -121,22 +105,16 @@ def diagnose(
         degenerate: ``(P, R)`` bool, per-group degenerate channels as normalised.
     """
     valid = _valid_or_all(inputs.valid, inputs.rewards.shape[:2])
-    mean, std = _head_moments(filled, present)
-    num_valid = int(valid.sum())
-    null_rate = _safe_ratio(num_valid - np.einsum("pkm->k", present, dtype=np.float64), num_valid)
+    std = _head_std(filled, present)
     thresholds = inputs.weak_thresholds[:, None]
     weak = present & (filled < thresholds)
     shortfall_unit = np.where(np.isfinite(std) & (std > 0), std, 1.0)[:, None]
     shortfall = np.where(weak, (thresholds - filled) / shortfall_unit, -np.inf)
     review_head = np.where(weak.any(axis=1), shortfall.argmax(axis=1), -1)
     no_signal = valid & ~inputs.signal
-    invalid = np.isinf(inputs.rewards) & valid[:, :, None]
     return MixDiagnostics(
         head_names=inputs.head_names,
-        head_mean=mean,
         head_std=std,
-        head_null_rate=null_rate,
-        head_invalid_count=np.einsum("pmk->k", invalid, dtype=np.int64),
         head_zero_var_group_rate=_safe_ratio(degenerate.sum(axis=0), degenerate.shape[0]),
         weak_heads=np.ascontiguousarray(weak.transpose(0, 2, 1)),
         review_head=review_head,
@@ -158,15 +136,15 @@ def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray | int) -> np.ndar
     return np.divide(numerator, denominator, out=out, where=denominator > 0)
 
 
-def _head_moments(filled: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(R,)`` mean and population std of each head over its present entries (NaN if none).
+def _head_std(filled: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """``(R,)`` population std of each head over its present entries (NaN if none).
 
     ``filled`` and ``present`` are channel-major ``(P, R, m)``.
     """
     count = np.einsum("pkm->k", present, dtype=np.float64)
     mean = _safe_ratio(np.einsum("pkm->k", filled), count)
     centred = (filled - np.nan_to_num(mean)[:, None]) * present
-    return mean, np.sqrt(_safe_ratio(np.einsum("pkm,pkm->k", centred, centred), count))
+    return np.sqrt(_safe_ratio(np.einsum("pkm,pkm->k", centred, centred), count))
 
 
 def _review_reasons(
