@@ -162,8 +162,10 @@ class LossSettings(_Section):
     """Entropy bonus coefficient."""
     aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
     """How token losses are averaged (seq-mean-token-sum-norm is Dr.GRPO)."""
-    tis_cap: float | None = Field(default=None, gt=0)
-    """Truncated importance sampling cap for the generator/learner log-prob gap."""
+    off_policy: Literal["none", "tis", "seq_mask", "icepop"] = "none"
+    """Generator/learner gap correction: truncated IS, sequence masking or IcePop token masking (README)."""
+    off_policy_cap: float = Field(default=2.0, ge=1)
+    """C: the tis cap min(ratio, C), or the band [1/C, C] of icepop (token ratio) and seq_mask (sequence)."""
 
 
 class AlgorithmConfig(_Section):

@@ -30,7 +30,7 @@ LAYERS = {
 """Layer of each top-level unit: a unit may import only its own layer's units or lower ones."""
 
 PURE_MATH = {"mixgrpo.rewards.mixer": {"mixgrpo.rewards.mixer_diagnostics"}, "mixgrpo.rewards.mixer_diagnostics": set(),
-             "mixgrpo.actors.loss": set()}
+             "mixgrpo.actors.loss": {"mixgrpo.actors.off_policy"}, "mixgrpo.actors.off_policy": set()}
 """The pure math modules and the only mixgrpo modules each may import."""
 
 

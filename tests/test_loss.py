@@ -96,7 +96,7 @@ def test_hand_example_metrics() -> None:
     assert metrics["ratio_mean"] == pytest.approx((1.1 + 0.7 + 1.3 + 1.5 + 0.75) / 5)
     kept_ratios = [1.1, 0.7, 1.3, 1.5, 0.75]
     assert metrics["approx_kl"] == pytest.approx(sum(0.5 * math.log(r) ** 2 for r in kept_ratios) / 5)
-    assert "kl" not in metrics and "entropy" not in metrics and "tis_weight_mean" not in metrics
+    assert "kl" not in metrics and "entropy" not in metrics and "off_policy_weight_mean" not in metrics
 
 
 def test_hand_example_gradient_is_zero_on_clipped_tokens() -> None:
@@ -263,10 +263,10 @@ def test_tis_weights_are_capped() -> None:
     inputs = hand_inputs(
         logprobs=proximal.clone().requires_grad_(True), behaviour_logprobs=behaviour, proximal_logprobs=proximal
     )
-    output = grpo_loss(inputs, LossConfig(tis_cap=2.0))
+    output = grpo_loss(inputs, LossConfig(off_policy="tis", off_policy_cap=2.0))
     assert output.loss.item() == pytest.approx((-6.0 + 2.0) / 5)
-    assert output.metrics["tis_weight_mean"] == pytest.approx((3 * 2.0 + 2 * 0.5) / 5)
-    untruncated = grpo_loss(inputs, LossConfig(tis_cap=10.0))
+    assert output.metrics["off_policy_weight_mean"] == pytest.approx((3 * 2.0 + 2 * 0.5) / 5)
+    untruncated = grpo_loss(inputs, LossConfig(off_policy="tis", off_policy_cap=10.0))
     assert untruncated.loss.item() == pytest.approx((-9.0 + 2.0) / 5)
 
 
@@ -279,8 +279,8 @@ def test_tis_with_proximal_equal_to_behaviour_matches_plain_loss(level: str) -> 
         proximal_logprobs=plain_inputs.behaviour_logprobs.clone(),
     )
     plain = grpo_loss(plain_inputs, LossConfig(importance_level=level, kl_coef=0.1))
-    with_tis = grpo_loss(tis_inputs, LossConfig(importance_level=level, kl_coef=0.1, tis_cap=2.0))
-    assert with_tis.metrics["tis_weight_mean"] == 1.0
+    with_tis = grpo_loss(tis_inputs, LossConfig(importance_level=level, kl_coef=0.1, off_policy="tis"))
+    assert with_tis.metrics["off_policy_weight_mean"] == 1.0
     torch.testing.assert_close(plain.loss, with_tis.loss)
     plain.loss.backward()
     with_tis.loss.backward()
@@ -289,9 +289,9 @@ def test_tis_with_proximal_equal_to_behaviour_matches_plain_loss(level: str) -> 
 
 def test_tis_without_proximal_is_a_no_op() -> None:
     plain = grpo_loss(hand_inputs(), LossConfig())
-    with_cap = grpo_loss(hand_inputs(), LossConfig(tis_cap=2.0))
+    with_cap = grpo_loss(hand_inputs(), LossConfig(off_policy="tis", off_policy_cap=2.0))
     assert plain.loss.item() == with_cap.loss.item()
-    assert "tis_weight_mean" not in with_cap.metrics
+    assert "off_policy_weight_mean" not in with_cap.metrics
 
 
 @pytest.mark.parametrize("level", ["token", "sequence"])
@@ -367,8 +367,8 @@ def test_random_inputs_give_finite_loss_and_gradient(seed: int, level: str, aggr
         {"eps_low": float("nan")},
         {"kl_coef": -0.1},
         {"entropy_coef": -0.01},
-        {"tis_cap": 0.0},
-        {"tis_cap": -1.0},
+        {"off_policy": "is"},
+        {"off_policy_cap": 0.5},
         {"max_response_tokens": 0},
     ],
 )

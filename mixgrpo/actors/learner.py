@@ -222,9 +222,9 @@ class Learner:
             ref_logprobs=self._reference_logprobs(micro),
             entropy=entropy,
             # The PPO ratio is taken against the generator's behaviour log-probs (off-policy
-            # correct in async mode); with a TIS cap the learner's own pre-update log-probs
-            # become the proximal policy and the generator gap is reweighted instead.
-            proximal_logprobs=logprobs.detach() if self.loss_config.tis_cap is not None else None,
+            # correct in async mode); with an off-policy correction the learner's own pre-update
+            # log-probs become the proximal policy and the generator gap is reweighted instead.
+            proximal_logprobs=logprobs.detach() if self.loss_config.uses_proximal else None,
         )
         return grpo_loss(inputs, self.loss_config), gap
 

@@ -7,19 +7,19 @@ Objective: DeepSeekMath GRPO (Shao et al. 2024, eq. 3) with the PPO clipped
 surrogate (Schulman et al. 2017, eq. 7), optional clip-higher (DAPO, Yu et al.
 2025), sequence-level importance ratios (GSPO, Zheng et al. 2025), the k1/k2/k3
 KL estimators (Schulman 2020, "Approximating KL divergence"), Dr.GRPO's
-constant-length aggregation (Liu et al. 2025) and truncated importance sampling
-(Yao et al. 2025, "Your efficient RL framework secretly brings you off-policy
-RL training").
+constant-length aggregation (Liu et al. 2025) and off-policy corrections
+(truncated IS, Yao et al. 2025; sequence masking; IcePop: actors/off_policy.py).
 
 Which "old" log-probs the ratio uses:
   * ``proximal_logprobs`` (the learner's own numerics before this update) when
     given, else ``behaviour_logprobs`` (what the generator recorded).
-  * With ``tis_cap`` set and ``proximal_logprobs`` given, the policy-gradient
-    term of each token is multiplied by the constant weight
-    ``min(exp(proximal - behaviour), tis_cap)``: the tokens were sampled by the
-    generator, whose numerics (e.g. vLLM) differ from the learner's (HF), so the
-    surrogate built on the proximal policy needs that importance correction.
-    The KL and entropy terms are not reweighted (as in Yao et al. and verl).
+  * With ``off_policy`` set (tis, seq_mask, icepop) and ``proximal_logprobs``
+    given, the policy-gradient term of each token is multiplied by the constant
+    weight of :mod:`mixgrpo.actors.off_policy` built on
+    ``exp(proximal - behaviour)``: the tokens were sampled by the generator,
+    whose numerics (e.g. vLLM) and adapter version (async) differ from the
+    learner's, so the surrogate built on the proximal policy needs that
+    correction. The KL and entropy terms are not reweighted (as in Yao et al. and verl).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from typing import Callable, Literal, get_args
 
 import torch
 from torch import Tensor
+
+from mixgrpo.actors.off_policy import OffPolicy, off_policy_weights
 
 ImportanceLevel = Literal["token", "sequence"]
 KlEstimator = Literal["k1", "k2", "k3"]
@@ -65,8 +67,10 @@ class LossConfig:
     """How masked token losses become a scalar; see :func:`aggregate_token_losses`."""
     max_response_tokens: int | None = None
     """Constant L of "seq-mean-token-sum-norm" (Dr.GRPO); None uses the batch's T."""
-    tis_cap: float | None = None
-    """Truncated importance sampling cap (Yao et al. 2025); used only with proximal_logprobs."""
+    off_policy: OffPolicy = "none"
+    """Generator/learner gap correction (tis, seq_mask, icepop; see actors/off_policy.py); needs proximal_logprobs."""
+    off_policy_cap: float = 2.0
+    """C >= 1: the tis cap min(rho, C), or the band [1/C, C] of icepop (tokens) and seq_mask (sequences)."""
 
     def __post_init__(self) -> None:
         _check_choice("importance_level", self.importance_level, ImportanceLevel)
@@ -82,8 +86,14 @@ class LossConfig:
             raise ValueError(f"entropy_coef must be >= 0, got {self.entropy_coef}")
         if self.max_response_tokens is not None and self.max_response_tokens < 1:
             raise ValueError(f"max_response_tokens must be >= 1 or None, got {self.max_response_tokens}")
-        if self.tis_cap is not None and not self.tis_cap > 0.0:
-            raise ValueError(f"tis_cap must be > 0 or None, got {self.tis_cap}")
+        _check_choice("off_policy", self.off_policy, OffPolicy)
+        if not self.off_policy_cap >= 1.0:
+            raise ValueError(f"off_policy_cap must be >= 1, got {self.off_policy_cap}")
+
+    @property
+    def uses_proximal(self) -> bool:
+        """True when the loss needs the learner's proximal log-probs (an off-policy correction is on)."""
+        return self.off_policy != "none"
 
 
 @dataclass(frozen=True)
@@ -133,7 +143,8 @@ class LossOutput:
     ``metrics`` always holds: loss, policy_loss, clip_frac, clip_frac_low,
     clip_frac_high, approx_kl, ratio_min, ratio_mean, ratio_max. It holds
     ``kl`` when ref_logprobs were given, ``entropy`` when entropy was given and
-    ``tis_weight_mean`` when the TIS correction was applied. policy_loss, kl
+    ``off_policy_weight_mean`` and ``off_policy_masked_frac`` (tokens whose
+    weight is 0) when an off-policy correction was applied. policy_loss, kl
     and entropy use the configured aggregation, so
     loss = policy_loss + kl_coef * kl - entropy_coef * entropy. The others are
     means over masked tokens: approx_kl is k2 = 0.5 * (logprobs - old)^2 of the
@@ -332,8 +343,8 @@ def grpo_loss(inputs: LossInputs, config: LossConfig) -> LossOutput:
     loss = agg(w_t * pg_t) + kl_coef * agg(kl_t) - entropy_coef * agg(H_t) with
     pg_t the clipped surrogate of the token (or GSPO sequence) ratio against
     proximal_logprobs if given else behaviour_logprobs, w_t the detached TIS
-    weight min(exp(proximal - behaviour), tis_cap) (1 unless tis_cap and
-    proximal_logprobs are both set), kl_t the configured estimator and agg the
+    weight of the configured off_policy correction on exp(proximal - behaviour)
+    (1 unless off_policy and proximal_logprobs are both set), kl_t the configured estimator and agg the
     configured aggregation over response_mask. All (B, T) except advantages (B,).
     """
     _check_inputs_for_config(inputs, config)
@@ -350,10 +361,11 @@ def grpo_loss(inputs: LossInputs, config: LossConfig) -> LossOutput:
         return aggregate_token_losses(token_values, mask, config.aggregation, config.max_response_tokens)
 
     metrics: dict[str, float] = {}
-    if config.tis_cap is not None and use_proximal:
-        tis_weights = torch.exp((old - behaviour).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)).clamp(max=config.tis_cap)
-        policy_token_losses = policy_token_losses * tis_weights
-        metrics["tis_weight_mean"] = masked_mean(tis_weights, mask).item()
+    if config.uses_proximal and use_proximal:  # off-policy correction (actors/off_policy.py)
+        weights = off_policy_weights(config.off_policy, old, behaviour, mask, config.off_policy_cap)
+        policy_token_losses = policy_token_losses * weights
+        metrics["off_policy_weight_mean"] = masked_mean(weights, mask).item()
+        metrics["off_policy_masked_frac"] = masked_mean((weights == 0).to(weights.dtype), mask).item()
     policy_loss = aggregate(policy_token_losses)
     loss = policy_loss
     if inputs.ref_logprobs is not None:
