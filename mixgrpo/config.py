@@ -2,7 +2,7 @@
 
 Loaded from YAML (``configs/*.yaml``) with dotted overrides from the CLI
 (``--set learner.lr=2e-5``, ``--set rewards.correct.weight=2``). Every field has
-a one-line docstring (shown by ``mixgrpo train --help-config``) and a default,
+a one-line docstring (shown by ``mixgrpo config``) and a default,
 unknown keys are errors, and a bad value fails before anything starts with the
 field path in the message.
 """

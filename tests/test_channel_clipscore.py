@@ -96,13 +96,16 @@ def test_builtin_tiny_clip_is_built_once_in_the_cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"image_key": "image"}, "needs options.pretrained"),
-    ({"model": "builtin:tiny-clip"}, "exactly one of options.image_key or options.render"),
-    ({"model": "builtin:huge-clip", "render": "svg"}, "unknown builtin CLIP model"),
-    ({"model": "local-dir:/no/such/dir", "render": "svg"}, "no open_clip_config.json"),
-    ({"model": "ViT-B-32", "pretrained": "/no/such/weights.pt", "render": "svg"}, "checkpoint not found"),
-    ({"model": "builtin:tiny-clip", "render": "svg", "text": "caption"}, "options.text"),
-    ({"model": "builtin:tiny-clip", "render": "svg", "map_method": "lime"}, "map_method"),
+    ({"image_key": "image"}, "^options.pretrained: model 'ViT-B-32' needs options.pretrained"),
+    ({"model": "builtin:tiny-clip"}, "^options: needs exactly one of image_key or render$"),
+    ({"model": "builtin:huge-clip", "render": "svg"}, "^options.model: unknown builtin CLIP model"),
+    ({"model": "local-dir:/no/such/dir", "render": "svg"},
+     "^options.model: local-dir:/no/such/dir: no open_clip_config.json"),
+    ({"model": "ViT-B-32", "pretrained": "/no/such/weights.pt", "render": "svg"},
+     "^options.model: pretrained checkpoint not found"),
+    ({"model": "builtin:tiny-clip", "render": "svg", "text": "caption"},
+     "^options.text: Input should be 'prompt' or 'completion'$"),
+    ({"model": "builtin:tiny-clip", "render": "svg", "map_method": "lime"}, "^options.map_method: Input should be "),
 ])
 def test_bad_options_fail_at_build_time_without_loading(options, message):
     with pytest.raises(ValueError, match=message):

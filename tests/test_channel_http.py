@@ -112,11 +112,11 @@ def test_missing_key_variable_is_an_error_naming_the_variable_only(monkeypatch):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({}, "options.url"),
-    ({"url": "ftp://x"}, "options.url"),
-    ({"url": "http://x", "retries": -1}, "retries"),
-    ({"url": "http://x", "concurrency": 0}, "concurrency"),
-    ({"url": "http://x", "token": "abc"}, "unknown options"),
+    ({}, "^options.url: Field required$"),
+    ({"url": "ftp://x"}, "^options.url: String should match pattern '\\^https\\?://'$"),
+    ({"url": "http://x", "retries": -1}, "^options.retries: Input should be greater than or equal to 0$"),
+    ({"url": "http://x", "concurrency": 0}, "^options.concurrency: Input should be greater than or equal to 1$"),
+    ({"url": "http://x", "token": "abc"}, "^options.token: unknown option; allowed: api_key_env, "),
 ])
 def test_bad_options_fail_at_build_time(options, message):
     with pytest.raises(ValueError, match=message):

@@ -121,11 +121,11 @@ def test_rendered_svg_completions_and_metadata_targets():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({}, "exactly one of options.image_key or options.render"),
+    ({}, "^options: needs exactly one of image_key or render$"),
     ({"image_key": "a", "render": "svg"}, "exactly one"),
-    ({"render": "png"}, "options.render"),
-    ({"render": "svg", "psm": 99}, "psm"),
-    ({"render": "svg", "language": "eng"}, "unknown options"),
+    ({"render": "png"}, "^options.render: Input should be 'svg'$"),
+    ({"render": "svg", "psm": 99}, "^options.psm: Input should be less than or equal to 13$"),
+    ({"render": "svg", "language": "eng"}, "^options.language: unknown option; allowed: "),
 ])
 def test_bad_options_fail_at_build_time(options, message):
     with pytest.raises(ValueError, match=message):

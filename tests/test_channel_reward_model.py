@@ -84,10 +84,10 @@ def test_label_beyond_the_head_fails_when_loading(reward_model_dir):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({}, "needs options.model"),
-    ({"model": "/no/such/model"}, "no config.json"),
-    ({"model": "org/rm", "input": "xml"}, "options.input"),
-    ({"model": "org/rm", "batch_size": 0}, "batch_size"),
+    ({}, "^options.model: Field required$"),
+    ({"model": "/no/such/model"}, "^options.model: no config.json in /no/such/model$"),
+    ({"model": "org/rm", "input": "xml"}, "^options.input: Input should be 'pair', 'concat' or 'chat'$"),
+    ({"model": "org/rm", "batch_size": 0}, "^options.batch_size: Input should be greater than or equal to 1$"),
 ])
 def test_bad_options_fail_at_build_time(options, message):
     with pytest.raises(ValueError, match=message):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from mixgrpo.config import TaskConfig
 from mixgrpo.rewards.channels import ScoringInput, build_channel
-from mixgrpo.rewards.images import ImageSource, extract_svg, load_image, render_svg
+from mixgrpo.rewards.images import ImageOptions, ImageSource, extract_svg, load_image, render_svg
 from mixgrpo.tasks import make_task
 from mixgrpo.tasks.svg_poster import svg_poster_pool
 
@@ -66,12 +66,12 @@ def test_load_image_from_path_bytes_data_url_and_dict(tmp_path):
 
 def test_image_source_loads_each_prompt_image_once():
     record_a, record_b = {"image": png("red")}, {"image": b"broken"}
-    images = ImageSource("test", {"image_key": "image"}).images(["x"] * 3, [record_a, record_a, record_b])
+    images = ImageSource(ImageOptions(image_key="image")).images(["x"] * 3, [record_a, record_a, record_b])
     assert images[0] is images[1] and images[2] is None
-    with pytest.raises(ValueError, match="exactly one"):
-        ImageSource("test", {})
+    with pytest.raises(ValueError, match="exactly one of image_key or render"):
+        ImageOptions()
     with pytest.raises(ValueError, match="render_size"):
-        ImageSource("test", {"render": "svg", "render_size": 4})
+        ImageOptions(render="svg", render_size=4)
 
 
 def test_renders_format_check_is_zero_or_one_never_null():

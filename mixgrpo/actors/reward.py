@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 from numbers import Real
@@ -116,13 +117,12 @@ class RewardWorker:
     """
 
     def __init__(self, channel: RewardChannelConfig, threads: int = 1) -> None:
-        import torch
-
-        torch.set_num_threads(threads)
         self.config = channel
         self.channel = build_channel(channel.kind, channel.options)
         if hasattr(self.channel, "setup"):
             self.channel.setup()
+        if "torch" in sys.modules:  # a model channel loaded it; a rule channel's process never imports torch
+            sys.modules["torch"].set_num_threads(threads)
         self.subs = list(channel.sub_channels) if channel.sub_channels is not None else None
         self.totals: dict[str, int] = {}
         self.calls = 0

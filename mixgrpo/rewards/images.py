@@ -19,11 +19,15 @@ import base64
 import io
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from PIL import Image
+from pydantic import Field, model_validator
 
-RENDERERS = ("svg",)
+from mixgrpo.rewards.channels.base import ChannelOptions
+
+Renderer = Literal["svg"]
+"""How a completion becomes an image (svg: cairosvg)."""
 MAX_SVG_CHARS = 200_000
 """Longer completions are not rendered (null): a policy gone wild should not stall the reward actor."""
 
@@ -87,24 +91,35 @@ def load_image(value: Any, root: str | None = None) -> Image.Image | None:
     return on_white(image)
 
 
+class ImageOptions(ChannelOptions):
+    """Options of an image channel: the image from the prompt record (``image_key``) or the completion (``render``)."""
+
+    image_key: str | None = None
+    """Prompt-metadata column holding the image (path, bytes, data URL, {bytes, path}); exclusive with render."""
+    image_root: str | None = None
+    """Directory relative image paths are resolved against (None: the working directory)."""
+    render: Renderer | None = None
+    """Render the completion instead (svg: cairosvg, safe mode); exclusive with image_key."""
+    render_size: int = Field(default=448, ge=16, le=2048)
+    """Side in pixels of the square canvas a completion is rendered on."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ImageOptions":
+        if (self.image_key is None) == (self.render is None):
+            raise ValueError("needs exactly one of image_key or render")
+        return self
+
+
 class ImageSource:
     """Where a channel's images come from: ``image_key`` (prompt metadata) or ``render`` (the completion).
 
-    Built from a channel's options; ``images(completions, metadata)`` returns one
-    image or None per completion, loading each prompt's image once per batch.
+    ``images(completions, metadata)`` returns one image or None per completion,
+    loading each prompt's image once per batch.
     """
 
-    OPTIONS = {"image_key": None, "image_root": None, "render": None, "render_size": 448}
-
-    def __init__(self, kind: str, options: Mapping[str, Any]) -> None:
-        self.image_key, self.render = options.get("image_key"), options.get("render")
-        self.root, self.size = options.get("image_root"), int(options.get("render_size") or 448)
-        if (self.image_key is None) == (self.render is None):
-            raise ValueError(f"channel kind {kind!r} needs exactly one of options.image_key or options.render")
-        if self.render is not None and self.render not in RENDERERS:
-            raise ValueError(f"channel kind {kind!r}: options.render must be one of {list(RENDERERS)}")
-        if not 16 <= self.size <= 2048:
-            raise ValueError(f"channel kind {kind!r}: options.render_size must be in [16, 2048]")
+    def __init__(self, options: ImageOptions) -> None:
+        self.image_key, self.render = options.image_key, options.render
+        self.root, self.size = options.image_root, options.render_size
 
     def images(self, completions: list[str], metadata: list[dict[str, Any]]) -> list[Image.Image | None]:
         """(N,) images (None where there is none: a completion that does not render, a missing file)."""

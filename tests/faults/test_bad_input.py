@@ -57,5 +57,5 @@ def test_parquet_without_prompt_column(tmp_path, capsys):
 def test_model_path_callable_and_group_size(capsys):
     _fails_early(["--set", "model.path=./no/such/dir"], capsys, "model.path './no/such/dir'")
     _fails_early(["--set", "rewards.format.kind=python", "--set", "rewards.format.options={callable: 'nope.mod:f'}"],
-                 capsys, "rewards.format: callable 'nope.mod:f': cannot import 'nope.mod'")
+                 capsys, "rewards.format.options.callable: callable 'nope.mod:f': cannot import 'nope.mod'")
     _fails_early(["--set", "generator.group_size=1"], capsys, "config error at generator.group_size")

@@ -1,20 +1,19 @@
-"""Reward channels, registered by kind. Importing this package registers the built-in kinds."""
+"""Reward channels by kind. Kind modules are imported on first use (see ``base.KIND_MODULES``), not here:
+a process that scores only rule channels never imports a model library."""
 
-from mixgrpo.rewards.channels import (  # noqa: F401  (registration side effects)
-    clipscore,
-    http,
-    math,
-    ocr,
-    python,
-    renders,
-    reward_model,
-    rules,
-)
 from mixgrpo.rewards.channels.base import (
     CHANNEL_KINDS,
+    ChannelOptions,
+    ChannelOptionsError,
     ScoringInput,
+    all_kinds,
     build_channel,
+    channel_options,
+    known_kinds,
     register,
 )
 
-__all__ = ["CHANNEL_KINDS", "ScoringInput", "build_channel", "register"]
+__all__ = [
+    "CHANNEL_KINDS", "ChannelOptions", "ChannelOptionsError", "ScoringInput", "all_kinds", "build_channel",
+    "channel_options", "known_kinds", "register",
+]

@@ -1,15 +1,48 @@
 """The reward-channel interface and the registry of channel kinds.
 
 A channel scores a whole batch at once: it receives a ``ScoringInput`` with N
-completions and returns N values (float, or None for "no value here"). Channel kinds register themselves by name
-with ``@register("kind")``; a kind's factory takes the channel's ``options``
-mapping and raises ValueError on bad options (checked before Ray starts).
+completions and returns N values (float, or None for "no value here").
+
+Every kind has a typed options model (a ``ChannelOptions`` subclass: unknown
+options are errors, each field has a default and a one-line docstring, shown by
+``mixgrpo config`` and in the README's configuration reference). ``build_channel``
+validates a channel's ``options`` mapping with its kind's model and hands the
+typed options to the kind's factory; the driver does this in preflight, before
+Ray starts, and reports every problem as ``rewards.<name>.options.<field>: <msg>``.
+
+Adding a kind:
+
+1. Write ``mixgrpo/rewards/channels/<module>.py`` with an options model and a
+   factory registered under the kind's name::
+
+       class CapOptions(ChannelOptions):
+           cap: float = Field(default=1.0, gt=0)
+           \"\"\"Largest value a completion can get.\"\"\"
+
+       @register("cap", CapOptions)
+       def cap_channel(options: CapOptions) -> PerSample:
+           return PerSample(lambda prompt, completion, metadata, n_tokens: min(n_tokens, options.cap))
+
+   Constraints go in the model (``Field(gt=...)``, ``Literal[...]``, a
+   ``model_validator`` for rules across fields); a check the model cannot make
+   (a regex that does not compile, a missing model directory) raises
+   ``ChannelOptionsError.of("<field>", "<message>")`` in the factory.
+2. Add ``"cap": "mixgrpo.rewards.channels.<module>"`` to ``KIND_MODULES`` below:
+   the registry imports a kind's module when that kind is first built, so a
+   reward actor imports only the kinds it runs.
+3. Keep the module's top-level imports light: torch, transformers, open_clip
+   and the like are imported inside ``setup()`` or the scoring code, so a
+   process running only rule channels never loads them.
+4. ``make config-docs`` regenerates the README's configuration reference.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 ChannelOutput = Sequence[float | None]
 
@@ -38,35 +71,122 @@ class Channel(Protocol):
         """N values, None where the channel has no value."""
 
 
-ChannelFactory = Callable[[Mapping[str, Any]], Channel]
-CHANNEL_KINDS: dict[str, ChannelFactory] = {}
+class ChannelOptions(BaseModel):
+    """Base of every kind's options model: frozen, unknown options rejected, field docstrings kept."""
+
+    # strict like the config: a quoted number ('2') is an error naming the option, never converted
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True)
 
 
-def register(kind: str) -> Callable[[ChannelFactory], ChannelFactory]:
-    """Class or function decorator adding a channel factory under ``kind``."""
+class ChannelOptionsError(ValueError):
+    """Bad ``kind`` or ``options`` of a channel: one ``(path, message)`` per problem, path like ``options.pattern``."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__(self.located(""))
+
+    @classmethod
+    def of(cls, field: str, message: str) -> "ChannelOptionsError":
+        """One problem with ``options.<field>``."""
+        return cls([(f"options.{field}", message)])
+
+    @classmethod
+    def from_validation(cls, error: ValidationError, allowed: Sequence[str]) -> "ChannelOptionsError":
+        """Pydantic's errors, one line each; an unknown option lists the allowed ones."""
+        problems = []
+        for item in error.errors():
+            path = ".".join(["options", *(str(part) for part in item["loc"])])
+            if item["type"] == "extra_forbidden":
+                message = f"unknown option; allowed: {', '.join(allowed) or 'none'}"
+            else:
+                message = item["msg"].removeprefix("Value error, ")
+                if item["type"].endswith("_type"):  # strict types: say what was given
+                    message += f", got {type(item['input']).__name__} {repr(item['input'])[:40]}"
+            problems.append((path, message))
+        return cls(problems)
+
+    def located(self, prefix: str) -> str:
+        """The problems on one line, each path prefixed (``rewards.<name>.``)."""
+        return "; ".join(f"{prefix}{path}: {message}" for path, message in self.problems)
+
+
+ChannelFactory = Callable[[Any], Channel]
+"""Builds a channel from its kind's validated options (an instance of the kind's options model)."""
+
+
+@dataclass(frozen=True)
+class ChannelKind:
+    """A registered kind: its options model and the factory taking validated options."""
+
+    name: str
+    options: type[ChannelOptions]
+    factory: ChannelFactory
+
+
+KIND_MODULES: dict[str, str] = {
+    "regex": "mixgrpo.rewards.channels.rules",
+    "length": "mixgrpo.rewards.channels.rules",
+    "overlong": "mixgrpo.rewards.channels.overlong",
+    "exact_match": "mixgrpo.rewards.channels.math",
+    "numeric_match": "mixgrpo.rewards.channels.math",
+    "numeric_distance": "mixgrpo.rewards.channels.math",
+    "python": "mixgrpo.rewards.channels.python",
+    "renders": "mixgrpo.rewards.channels.renders",
+    "http": "mixgrpo.rewards.channels.http",
+    "ocr": "mixgrpo.rewards.channels.ocr",
+    "clipscore": "mixgrpo.rewards.channels.clipscore",
+    "reward_model": "mixgrpo.rewards.channels.reward_model",
+}
+"""Built-in kind -> the module that registers it (imported on the kind's first use)."""
+
+CHANNEL_KINDS: dict[str, ChannelKind] = {}
+"""The kinds registered so far in this process (built-in modules join on first use)."""
+
+
+def register(kind: str, options: type[ChannelOptions]) -> Callable[[ChannelFactory], ChannelFactory]:
+    """Class or function decorator adding a channel factory under ``kind``, its options validated by ``options``."""
 
     def add(factory: ChannelFactory) -> ChannelFactory:
-        if kind in CHANNEL_KINDS:
+        builtin_home = KIND_MODULES.get(kind)
+        if kind in CHANNEL_KINDS or (builtin_home is not None and factory.__module__ != builtin_home):
             raise ValueError(f"channel kind {kind!r} registered twice")
-        CHANNEL_KINDS[kind] = factory
+        CHANNEL_KINDS[kind] = ChannelKind(kind, options, factory)
         return factory
 
     return add
 
 
-def build_channel(kind: str, options: Mapping[str, Any]) -> Channel:
-    """Instantiate a registered kind with its options (ValueError for unknown kinds or options)."""
+def known_kinds() -> list[str]:
+    """Every kind that can be built: the built-in ones and those registered here."""
+    return sorted(set(KIND_MODULES) | set(CHANNEL_KINDS))
+
+
+def channel_kind(kind: str) -> ChannelKind:
+    """The registered kind, importing its built-in module on first use (ChannelOptionsError if unknown)."""
+    if kind not in CHANNEL_KINDS and kind in KIND_MODULES:
+        importlib.import_module(KIND_MODULES[kind])
     if kind not in CHANNEL_KINDS:
-        raise ValueError(f"unknown reward channel kind {kind!r}; known: {sorted(CHANNEL_KINDS)}")
-    return CHANNEL_KINDS[kind](dict(options))
+        raise ChannelOptionsError([("kind", f"unknown reward channel kind {kind!r}; known: {known_kinds()}")])
+    return CHANNEL_KINDS[kind]
 
 
-def pop_options(options: dict[str, Any], kind: str, allowed: Mapping[str, Any]) -> dict[str, Any]:
-    """Options with defaults filled in; unknown option names are a ValueError."""
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"channel kind {kind!r}: unknown options {unknown}; allowed: {sorted(allowed)}")
-    return {**allowed, **options}
+def all_kinds() -> list[ChannelKind]:
+    """Every built-in and registered kind, sorted by name (imports every built-in kind module)."""
+    return [channel_kind(kind) for kind in known_kinds()]
+
+
+def channel_options(kind: str, options: Mapping[str, Any]) -> ChannelOptions:
+    """``options`` validated by the kind's model (ChannelOptionsError naming each bad ``options.<field>``)."""
+    model = channel_kind(kind).options
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as error:
+        raise ChannelOptionsError.from_validation(error, sorted(model.model_fields)) from None
+
+
+def build_channel(kind: str, options: Mapping[str, Any]) -> Channel:
+    """Instantiate a kind with its validated options (ChannelOptionsError for an unknown kind or bad options)."""
+    return channel_kind(kind).factory(channel_options(kind, options))
 
 
 class PerSample:

@@ -14,43 +14,56 @@ al. 2021); null where there is no image. The model loads once per actor
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, ValidationInfo, field_validator
 
-from mixgrpo.rewards.channels.base import ScoringInput, pop_options, register
-from mixgrpo.rewards.clip_model import CLIPSCORE_W, ClipScorer
-from mixgrpo.rewards.images import ImageSource
+from mixgrpo.rewards.channels.base import ChannelOptionsError, ScoringInput, register
+from mixgrpo.rewards.images import ImageOptions, ImageSource
 
-_DEFAULTS = {
-    "model": "ViT-B-32", "pretrained": None, "device": "auto", "batch_size": 32, "w": CLIPSCORE_W,
-    "text": None, "text_key": None, "map_method": "gradcam", **ImageSource.OPTIONS,
-}
+
+class ClipScoreOptions(ImageOptions):
+    model: str = "ViT-B-32"
+    """open_clip model: a name (with pretrained), local-dir:PATH, hf-hub:ORG/REPO or builtin:tiny-clip."""
+    pretrained: str | None = Field(default=None, validate_default=True)
+    """open_clip pretrained tag (laion2b_s34b_b79k) or checkpoint file; required for a plain model name."""
+    device: str = "auto"
+    """auto (the actor's GPU when it has one), cpu or cuda."""
+    batch_size: int = Field(default=32, ge=1)
+    """Images per forward pass."""
+    w: float = Field(default=2.5, gt=0)
+    """CLIPScore rescale w in w * max(cos, 0) (Hessel et al. 2021 use 2.5)."""
+    text: Literal["prompt", "completion"] | None = None
+    """Text scored against the image (None: prompt when rendering the completion, else the completion)."""
+    text_key: str | None = None
+    """Take the text from this prompt-metadata column instead."""
+    map_method: Literal["gradcam", "attention", "gradient"] = "gradcam"
+    """Dense reward map of reward_maps (rewards overlays, mixgrpo explain)."""
+
+    @field_validator("pretrained")
+    @classmethod
+    def _named_model_needs_weights(cls, pretrained: str | None, info: ValidationInfo) -> str | None:
+        model = info.data.get("model", "")
+        if pretrained is None and not model.startswith(("builtin:", "local-dir:", "hf-hub:")):
+            raise ValueError(f"model {model!r} needs options.pretrained (a tag such as laion2b_s34b_b79k, "
+                             "or a checkpoint file)")
+        return pretrained
 
 
 class ClipScoreChannel:
     """CLIPScore for a batch; ``reward_maps`` explains it with a dense map per completion."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        opts = pop_options(options, "clipscore", _DEFAULTS)
-        self.source = ImageSource("clipscore", opts)
-        self.text = opts["text"] or ("prompt" if opts["render"] else "completion")
-        self.text_key = opts["text_key"]
-        if self.text not in ("prompt", "completion"):
-            raise ValueError("channel kind 'clipscore': options.text must be 'prompt' or 'completion'")
-        model, pretrained = str(opts["model"]), opts["pretrained"]
-        if pretrained is None and not model.startswith(("builtin:", "local-dir:", "hf-hub:")):
-            raise ValueError(f"channel kind 'clipscore': model {model!r} needs options.pretrained "
-                             "(a tag such as laion2b_s34b_b79k, or a checkpoint file)")
-        if int(opts["batch_size"]) < 1 or float(opts["w"]) <= 0:
-            raise ValueError("channel kind 'clipscore': options.batch_size >= 1 and options.w > 0")
-        if opts["map_method"] not in ("gradcam", "attention", "gradient"):
-            raise ValueError("channel kind 'clipscore': options.map_method must be gradcam, attention or gradient")
-        self.map_method = opts["map_method"]
+    def __init__(self, options: ClipScoreOptions) -> None:
+        from mixgrpo.rewards.clip_model import ClipScorer  # torch: only in processes that score CLIP
+
+        self.source = ImageSource(options)
+        self.text = options.text or ("prompt" if options.render else "completion")
+        self.text_key, self.map_method = options.text_key, options.map_method
         try:
-            self.scorer = ClipScorer(model, pretrained, str(opts["device"]), int(opts["batch_size"]), float(opts["w"]))
+            self.scorer = ClipScorer(options.model, options.pretrained, options.device, options.batch_size, options.w)
         except ValueError as error:
-            raise ValueError(f"channel kind 'clipscore': {error}") from None
+            raise ChannelOptionsError.of("model", str(error)) from None
 
     def setup(self) -> None:
         """Load the model (the reward actor calls this once, at start)."""
@@ -76,7 +89,7 @@ class ClipScoreChannel:
                 for image, text in zip(images, self.texts(batch))]
 
 
-@register("clipscore")
-def clipscore_channel(options: dict[str, Any]) -> ClipScoreChannel:
-    """CLIPScore channel (options: model, pretrained, image_key | render, text, text_key, device, batch_size, w)."""
+@register("clipscore", ClipScoreOptions)
+def clipscore_channel(options: ClipScoreOptions) -> ClipScoreChannel:
+    """CLIPScore channel of an image (the prompt's or the rendered completion) against a text."""
     return ClipScoreChannel(options)

@@ -27,15 +27,37 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from mixgrpo.rewards.channels.base import ScoringInput, pop_options, register
+from pydantic import Field
+
+from mixgrpo.rewards.channels.base import ChannelOptions, ScoringInput, register
 
 logger = logging.getLogger("mixgrpo.reward.http")
 
-_DEFAULTS = {
-    "url": None, "request_timeout_s": 30.0, "retries": 2, "backoff_s": 0.5, "batch_size": None, "concurrency": 4,
-    "api_key_env": None, "auth_header": "Authorization", "auth_scheme": "Bearer", "include_metadata": True,
-    "headers": {},
-}
+
+class HttpOptions(ChannelOptions):
+    url: str = Field(pattern=r"^https?://")
+    """The judge's endpoint, http(s)://..."""
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds one request may take before it is retried."""
+    retries: int = Field(default=2, ge=0)
+    """Retries of a request that timed out, failed to connect or got HTTP 429/5xx."""
+    backoff_s: float = Field(default=0.5, ge=0)
+    """Wait before the first retry, doubled each time (a numeric Retry-After is honoured up to 30 s)."""
+    batch_size: int | None = Field(default=None, ge=1)
+    """Items per request (None: the whole batch in one request)."""
+    concurrency: int = Field(default=4, ge=1)
+    """Requests in flight at once."""
+    api_key_env: str | None = None
+    """Environment variable holding the API key (read at request time, never logged)."""
+    auth_header: str = "Authorization"
+    """Header the key is sent in."""
+    auth_scheme: str = "Bearer"
+    """Prefix of the key in that header ("" for none)."""
+    include_metadata: bool = True
+    """Send each prompt's metadata with its items."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra request headers."""
+
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 
 
@@ -70,34 +92,24 @@ def _parse_scores(body: bytes, expected: int) -> list[float | None]:
 class HttpChannel:
     """Scores a batch with a remote judge (see the module docstring)."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        opts = pop_options(options, "http", _DEFAULTS)
-        url = str(opts["url"] or "")
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("channel kind 'http' needs options.url = 'http(s)://...'")
-        if float(opts["request_timeout_s"]) <= 0 or int(opts["retries"]) < 0 or float(opts["backoff_s"]) < 0:
-            raise ValueError("channel kind 'http': request_timeout_s > 0, retries >= 0, backoff_s >= 0")
-        if int(opts["concurrency"]) < 1 or (opts["batch_size"] is not None and int(opts["batch_size"]) < 1):
-            raise ValueError("channel kind 'http': concurrency >= 1 and batch_size >= 1 (or none)")
-        if not isinstance(opts["headers"], dict):
-            raise ValueError("channel kind 'http': options.headers must be a mapping")
-        self.opts, self.url = opts, url
+    def __init__(self, options: HttpOptions) -> None:
+        self.opts, self.url = options, options.url
         self._logged: set[str] = set()
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", **{str(k): str(v) for k, v in self.opts["headers"].items()}}
-        env = self.opts["api_key_env"]
+        headers = {"Content-Type": "application/json", **self.opts.headers}
+        env = self.opts.api_key_env
         if env:
             key = os.environ.get(env)
             if not key:
                 raise ValueError(f"environment variable {env} (options.api_key_env) is not set")
-            headers[self.opts["auth_header"]] = f"{self.opts['auth_scheme']} {key}".strip()
+            headers[self.opts.auth_header] = f"{self.opts.auth_scheme} {key}".strip()
         return headers
 
     def _post_once(self, body: bytes, headers: dict[str, str], expected: int) -> list[float | None]:
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=float(self.opts["request_timeout_s"])) as response:
+            with urllib.request.urlopen(request, timeout=self.opts.request_timeout_s) as response:
                 return _parse_scores(response.read(), expected)
         except urllib.error.HTTPError as error:
             retry_after = error.headers.get("Retry-After") if error.headers else None
@@ -109,7 +121,7 @@ class HttpChannel:
 
     def _post(self, items: list[dict[str, Any]], headers: dict[str, str]) -> list[float | None]:
         body = json.dumps({"items": items}, default=_json_default).encode("utf-8")
-        attempts = int(self.opts["retries"]) + 1
+        attempts = self.opts.retries + 1
         for attempt in range(attempts):
             try:
                 return self._post_once(body, headers, len(items))
@@ -117,7 +129,7 @@ class HttpChannel:
                 if not failure.retry or attempt == attempts - 1:
                     self._log_once(str(failure), attempt + 1)
                     return [None] * len(items)
-                delay = float(self.opts["backoff_s"]) * 2 ** attempt
+                delay = self.opts.backoff_s * 2 ** attempt
                 time.sleep(max(delay, min(failure.wait_s or 0.0, 30.0)))
         return [None] * len(items)
 
@@ -129,19 +141,18 @@ class HttpChannel:
 
     def __call__(self, batch: ScoringInput) -> list[float | None]:
         headers = self._headers()
-        with_metadata = bool(self.opts["include_metadata"])
+        with_metadata = self.opts.include_metadata
         items = [{"prompt": p, "completion": c, **({"metadata": md} if with_metadata else {})}
                  for p, c, md in zip(batch.prompts, batch.completions, batch.metadata)]
-        size = int(self.opts["batch_size"] or max(1, len(items)))
+        size = self.opts.batch_size or max(1, len(items))
         chunks = [items[s:s + size] for s in range(0, len(items), size)]
-        workers = max(1, min(int(self.opts["concurrency"]), len(chunks)))
+        workers = max(1, min(self.opts.concurrency, len(chunks)))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             parts = list(pool.map(lambda chunk: self._post(chunk, headers), chunks))
         return [value for part in parts for value in part]
 
 
-@register("http")
-def http_channel(options: dict[str, Any]) -> HttpChannel:
-    """Remote-judge channel (options: url, api_key_env, batch_size, concurrency, request_timeout_s, retries, ...)."""
+@register("http", HttpOptions)
+def http_channel(options: HttpOptions) -> HttpChannel:
+    """Remote-judge channel: POST the batch, one score (or null) back per completion."""
     return HttpChannel(options)
-

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
-from mixgrpo.rewards.channels.base import PerSample, pop_options, register
+from pydantic import Field
+
+from mixgrpo.rewards.channels.base import ChannelOptions, PerSample, register
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -22,58 +24,67 @@ def _gold(metadata: dict[str, Any], key: str) -> Any:
     return metadata[key]
 
 
-@register("exact_match")
-def exact_match_channel(options: dict[str, Any]) -> PerSample:
+class ExactMatchOptions(ChannelOptions):
+    answer_key: str = "answer"
+    """Prompt-metadata column holding the gold answer."""
+    case_sensitive: bool = False
+    """Compare letter case too."""
+
+
+@register("exact_match", ExactMatchOptions)
+def exact_match_channel(options: ExactMatchOptions) -> PerSample:
     """1.0 when the stripped completion equals the gold answer (metadata[answer_key]), else 0.0."""
-    opts = pop_options(options, "exact_match", {"answer_key": "answer", "case_sensitive": False})
 
     def score(prompt: str, completion: str, metadata: dict[str, Any], n_tokens: int) -> float:
-        gold, text = str(_gold(metadata, opts["answer_key"])).strip(), completion.strip()
-        if not opts["case_sensitive"]:
+        gold, text = str(_gold(metadata, options.answer_key)).strip(), completion.strip()
+        if not options.case_sensitive:
             gold, text = gold.lower(), text.lower()
         return 1.0 if text == gold else 0.0
 
     return PerSample(score)
 
 
-@register("numeric_match")
-def numeric_match_channel(options: dict[str, Any]) -> PerSample:
-    """1.0 when the completion's number (first or last) equals the gold number within tolerance.
+class NumericOptions(ChannelOptions):
+    answer_key: str = "answer"
+    """Prompt-metadata column holding the gold number."""
+    which: Literal["first", "last"] = "first"
+    """Which number of the completion counts."""
 
-    options: answer_key (default "answer"), tolerance (default 1e-6), which ("first" | "last", default "first").
-    """
-    opts = pop_options(options, "numeric_match", {"answer_key": "answer", "tolerance": 1e-6, "which": "first"})
-    if opts["which"] not in ("first", "last"):
-        raise ValueError("channel kind 'numeric_match': options.which must be 'first' or 'last'")
+
+class NumericMatchOptions(NumericOptions):
+    tolerance: float = Field(default=1e-6, ge=0)
+    """Largest |x - gold| that still counts as equal."""
+
+
+@register("numeric_match", NumericMatchOptions)
+def numeric_match_channel(options: NumericMatchOptions) -> PerSample:
+    """1.0 when the completion's number (first or last) equals the gold number within tolerance."""
 
     def score(prompt: str, completion: str, metadata: dict[str, Any], n_tokens: int) -> float:
-        value = _pick_number(completion, opts["which"])
-        gold = float(_gold(metadata, opts["answer_key"]))
-        return 1.0 if value is not None and abs(value - gold) <= float(opts["tolerance"]) else 0.0
+        value = _pick_number(completion, options.which)
+        gold = float(_gold(metadata, options.answer_key))
+        return 1.0 if value is not None and abs(value - gold) <= options.tolerance else 0.0
 
     return PerSample(score)
 
 
-@register("numeric_distance")
-def numeric_distance_channel(options: dict[str, Any]) -> PerSample:
-    """``-min(|x - gold|, cap) / scale`` for the completion's number x; null when it writes no number.
+class NumericDistanceOptions(NumericOptions):
+    scale: float = Field(default=1.0, gt=0)
+    """Distance per unit of reward."""
+    cap: float | None = Field(default=None, gt=0)
+    """Largest distance counted (None: no cap, so a runaway number like 1414141 dominates the batch statistics)."""
 
-    options: answer_key (default "answer"), scale (default 1), which ("first" | "last"),
-    cap (default none: a runaway number like 1414141 then dominates the batch statistics).
-    """
-    defaults = {"answer_key": "answer", "scale": 1.0, "which": "first", "cap": None}
-    opts = pop_options(options, "numeric_distance", defaults)
-    cap = float("inf") if opts["cap"] is None else float(opts["cap"])
-    if cap <= 0:
-        raise ValueError("channel kind 'numeric_distance': options.cap must be > 0")
-    if opts["which"] not in ("first", "last") or float(opts["scale"]) <= 0:
-        raise ValueError("channel kind 'numeric_distance': options.which must be 'first' or 'last', options.scale > 0")
+
+@register("numeric_distance", NumericDistanceOptions)
+def numeric_distance_channel(options: NumericDistanceOptions) -> PerSample:
+    """``-min(|x - gold|, cap) / scale`` for the completion's number x; null when it writes no number."""
+    cap = float("inf") if options.cap is None else options.cap
 
     def score(prompt: str, completion: str, metadata: dict[str, Any], n_tokens: int) -> float | None:
-        value = _pick_number(completion, opts["which"])
+        value = _pick_number(completion, options.which)
         if value is None:
             return None
-        return -min(abs(value - float(_gold(metadata, opts["answer_key"]))), cap) / float(opts["scale"])
+        return -min(abs(value - float(_gold(metadata, options.answer_key))), cap) / options.scale
 
     return PerSample(score)
 

@@ -21,26 +21,38 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mixgrpo.rewards.channels.base import ScoringInput, pop_options, register
-from mixgrpo.rewards.images import ImageSource
+from pydantic import Field
+
+from mixgrpo.rewards.channels.base import ScoringInput, register
+from mixgrpo.rewards.images import ImageOptions, ImageSource
 from mixgrpo.rewards.ocr import OcrMatch, match_targets, prompt_targets, read_lines
 
-_DEFAULTS = {
-    "lang": "eng", "psm": 11, "case_sensitive": False, "targets_key": None, "min_confidence": 0.0,
-    "threads": 2, "map_sigma": 6.0, **ImageSource.OPTIONS,
-}
 PARTS = ("score", "legibility", "accuracy")
+
+
+class OcrOptions(ImageOptions):
+    lang: str = "eng"
+    """Tesseract language(s), e.g. eng or eng+deu."""
+    psm: int = Field(default=11, ge=0, le=13)
+    """Tesseract page segmentation mode (11: sparse text, any order)."""
+    case_sensitive: bool = False
+    """Compare letter case when matching lines to targets."""
+    targets_key: str | None = None
+    """Prompt-metadata column with the target string(s) (None: the quoted strings of the prompt)."""
+    min_confidence: float = Field(default=0.0, ge=0, le=1)
+    """Tesseract lines below this confidence are ignored."""
+    threads: int = Field(default=2, ge=1)
+    """Images read in parallel (each a tesseract subprocess)."""
+    map_sigma: float = Field(default=6.0, ge=0)
+    """Blur in pixels of the OCR reward map."""
 
 
 class OcrChannel:
     """OCR reward for a batch (``parts`` gives the sub-channels, ``reward_maps`` the per-pixel maps)."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        opts = pop_options(options, "ocr", _DEFAULTS)
-        self.source = ImageSource("ocr", opts)
-        if not 0 <= int(opts["psm"]) <= 13 or int(opts["threads"]) < 1 or float(opts["map_sigma"]) < 0:
-            raise ValueError("channel kind 'ocr': options.psm in [0, 13], threads >= 1, map_sigma >= 0")
-        self.opts = opts
+    def __init__(self, options: OcrOptions) -> None:
+        self.source = ImageSource(options)
+        self.opts = options
 
     def setup(self) -> None:
         """Fail at actor start (not on every batch) when the tesseract binary is missing."""
@@ -50,7 +62,7 @@ class OcrChannel:
 
     def targets(self, prompt: str, metadata: dict[str, Any]) -> list[str]:
         """The strings the image should show."""
-        key = self.opts["targets_key"]
+        key = self.opts.targets_key
         if key is None:
             return prompt_targets(prompt)
         value = metadata.get(key)
@@ -64,10 +76,10 @@ class OcrChannel:
         def one(i: int) -> tuple[Image.Image, list, OcrMatch] | None:
             if images[i] is None or not targets[i]:
                 return None
-            lines = read_lines(images[i], self.opts["lang"], int(self.opts["psm"]), float(self.opts["min_confidence"]))
-            return images[i], lines, match_targets(targets[i], lines, bool(self.opts["case_sensitive"]))
+            lines = read_lines(images[i], self.opts.lang, self.opts.psm, self.opts.min_confidence)
+            return images[i], lines, match_targets(targets[i], lines, self.opts.case_sensitive)
 
-        with ThreadPoolExecutor(max_workers=int(self.opts["threads"])) as pool:  # tesseract runs as a subprocess
+        with ThreadPoolExecutor(max_workers=self.opts.threads) as pool:  # tesseract runs as a subprocess
             return list(pool.map(one, range(len(batch))))
 
     def parts(self, batch: ScoringInput) -> dict[str, list[float | None]]:
@@ -83,11 +95,11 @@ class OcrChannel:
         from mixgrpo.rewards.maps import ocr_map
 
         return [None if f is None else (np.asarray(f[0]), ocr_map(f[0].size, f[1], f[2].line_rewards,
-                                                                  float(self.opts["map_sigma"])))
+                                                                  self.opts.map_sigma))
                 for f in self.matches(batch)]
 
 
-@register("ocr")
-def ocr_channel(options: dict[str, Any]) -> OcrChannel:
-    """OCR channel (options: image_key | render, targets_key, lang, psm, case_sensitive, min_confidence, threads)."""
+@register("ocr", OcrOptions)
+def ocr_channel(options: OcrOptions) -> OcrChannel:
+    """OCR channel: does the image show the prompt's target text."""
     return OcrChannel(options)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-from mixgrpo.rewards.channels.base import PerSample, ScoringInput, pop_options, register
+from pydantic import Field
+
+from mixgrpo.rewards.channels.base import ChannelOptions, ChannelOptionsError, PerSample, ScoringInput, register
 
 
 def import_callable(spec: str) -> Callable[..., Any]:
@@ -39,14 +41,23 @@ def import_callable(spec: str) -> Callable[..., Any]:
     return target
 
 
-@register("python")
-def python_channel(options: dict[str, Any]) -> Callable[[ScoringInput], Any]:
-    """A user callable (options: callable, batched (default false), kwargs (default {}))."""
-    opts = pop_options(options, "python", {"callable": None, "batched": False, "kwargs": {}})
-    if not opts["callable"]:
-        raise ValueError("channel kind 'python' needs options.callable = 'package.module:function'")
-    function = import_callable(str(opts["callable"]))
-    kwargs = dict(opts["kwargs"])
-    if opts["batched"]:
+class PythonOptions(ChannelOptions):
+    callable: str = Field(min_length=1)
+    """The reward function as package.module:function (importable in the reward actor's process)."""
+    batched: bool = False
+    """true: one call with the whole batch's lists; false: one call per completion."""
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments passed to every call (free-form: the function's own options)."""
+
+
+@register("python", PythonOptions)
+def python_channel(options: PythonOptions) -> Callable[[ScoringInput], Any]:
+    """A user callable, per completion or batched, with ``kwargs``."""
+    try:
+        function = import_callable(options.callable)
+    except ValueError as error:
+        raise ChannelOptionsError.of("callable", str(error)) from None
+    kwargs = dict(options.kwargs)
+    if options.batched:
         return lambda batch: function(batch.prompts, batch.completions, batch.metadata, **kwargs)
     return PerSample(lambda prompt, completion, metadata, n_tokens: function(prompt, completion, metadata, **kwargs))

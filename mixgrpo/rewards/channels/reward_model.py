@@ -13,36 +13,41 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import torch
+from pydantic import Field
 
-from mixgrpo.rewards.channels.base import ScoringInput, pop_options, register
-from mixgrpo.runtime import pick_device
+from mixgrpo.rewards.channels.base import ChannelOptions, ChannelOptionsError, ScoringInput, register
+from mixgrpo.runtime import pick_device, torch_dtype
 
-_DEFAULTS = {
-    "model": None, "batch_size": 16, "max_length": 512, "device": "auto", "input": "pair", "label": 0,
-    "dtype": "float32", "trust_remote_code": False,
-}
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+class RewardModelOptions(ChannelOptions):
+    model: str = Field(min_length=1)
+    """A local directory (with config.json) or a Hugging Face hub id of a sequence-classification model."""
+    batch_size: int = Field(default=16, ge=1)
+    """Sequences per forward pass."""
+    max_length: int = Field(default=512, ge=1)
+    """Tokens per sequence; longer ones are truncated."""
+    device: str = "auto"
+    """auto (the actor's GPU when it has one), cpu or cuda."""
+    input: Literal["pair", "concat", "chat"] = "pair"
+    """How prompt and completion are shown: tokenizer text pair, one concatenated text, or the chat template."""
+    label: int = Field(default=0, ge=0)
+    """Output logit used as the reward (0: a reward head's single output)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype of the model."""
+    trust_remote_code: bool = False
+    """Let transformers run the model repository's own code."""
 
 
 class RewardModelChannel:
     """Sequence-classification scores for a batch; the model loads once per actor (``setup``)."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        opts = pop_options(options, "reward_model", _DEFAULTS)
-        if not opts["model"]:
-            raise ValueError("channel kind 'reward_model' needs options.model (a local directory or a hub id)")
-        path = str(opts["model"])
+    def __init__(self, options: RewardModelOptions) -> None:
+        path = options.model
         if path.startswith((".", "/", "~")) and not (Path(path).expanduser() / "config.json").is_file():
-            raise ValueError(f"channel kind 'reward_model': no config.json in {path}")
-        if opts["input"] not in ("pair", "concat", "chat") or opts["dtype"] not in _DTYPES:
-            raise ValueError("channel kind 'reward_model': options.input is pair|concat|chat, "
-                             f"options.dtype one of {sorted(_DTYPES)}")
-        if int(opts["batch_size"]) < 1 or int(opts["max_length"]) < 1 or int(opts["label"]) < 0:
-            raise ValueError("channel kind 'reward_model': batch_size and max_length >= 1, label >= 0")
-        self.opts, self.model, self._lock = opts, None, threading.Lock()
+            raise ChannelOptionsError.of("model", f"no config.json in {path}")
+        self.opts, self.model, self._lock = options, None, threading.Lock()
 
     def setup(self) -> None:
         """Load tokenizer and model (idempotent)."""
@@ -51,27 +56,27 @@ class RewardModelChannel:
         with self._lock:
             if self.model is not None:
                 return
-            source = os.path.expanduser(str(self.opts["model"]))
-            trust = bool(self.opts["trust_remote_code"])
+            source = os.path.expanduser(self.opts.model)
+            trust = self.opts.trust_remote_code
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
             tokenizer.padding_side = "right"
-            self.device = pick_device(str(self.opts["device"]))
+            self.device = pick_device(self.opts.device)
             model = AutoModelForSequenceClassification.from_pretrained(
-                source, dtype=_DTYPES[self.opts["dtype"]], trust_remote_code=trust)
+                source, dtype=torch_dtype(self.opts.dtype), trust_remote_code=trust)
             model.config.pad_token_id = tokenizer.pad_token_id
-            if int(self.opts["label"]) >= model.config.num_labels:
-                raise ValueError(f"options.label={self.opts['label']} but the model has {model.config.num_labels} labels")
+            if self.opts.label >= model.config.num_labels:
+                raise ValueError(f"options.label={self.opts.label} but the model has {model.config.num_labels} labels")
             self.tokenizer, self.model = tokenizer, model.to(self.device).eval()
 
-    def encode(self, prompts: list[str], completions: list[str]) -> dict[str, torch.Tensor]:
+    def encode(self, prompts: list[str], completions: list[str]) -> dict[str, Any]:
         """Token tensors of one chunk, as ``input`` says."""
-        common = {"truncation": True, "max_length": int(self.opts["max_length"]), "padding": True,
+        common = {"truncation": True, "max_length": self.opts.max_length, "padding": True,
                   "return_tensors": "pt"}
-        if self.opts["input"] == "pair":
+        if self.opts.input == "pair":
             encoded = self.tokenizer(prompts, completions, **common)
-        elif self.opts["input"] == "concat":
+        elif self.opts.input == "concat":
             encoded = self.tokenizer([p + c for p, c in zip(prompts, completions)], **common)
         else:
             texts = [self.tokenizer.apply_chat_template(
@@ -80,18 +85,20 @@ class RewardModelChannel:
             encoded = self.tokenizer(texts, add_special_tokens=False, **common)
         return {k: v.to(self.device) for k, v in encoded.items()}
 
-    @torch.no_grad()
     def __call__(self, batch: ScoringInput) -> list[float]:
+        import torch
+
         self.setup()
-        size, label, values = int(self.opts["batch_size"]), int(self.opts["label"]), []
-        for start in range(0, len(batch), size):
-            encoded = self.encode(batch.prompts[start:start + size], batch.completions[start:start + size])
-            logits = self.model(**encoded).logits.float()  # (B, num_labels)
-            values += logits[:, label].cpu().tolist()
+        size, values = self.opts.batch_size, []
+        with torch.no_grad():
+            for start in range(0, len(batch), size):
+                encoded = self.encode(batch.prompts[start:start + size], batch.completions[start:start + size])
+                logits = self.model(**encoded).logits.float()  # (B, num_labels)
+                values += logits[:, self.opts.label].cpu().tolist()
         return values
 
 
-@register("reward_model")
-def reward_model_channel(options: dict[str, Any]) -> RewardModelChannel:
-    """Reward-model channel (options: model, input, label, batch_size, max_length, device, dtype)."""
+@register("reward_model", RewardModelOptions)
+def reward_model_channel(options: RewardModelOptions) -> RewardModelChannel:
+    """Reward-model channel: a sequence-classification logit of prompt + completion."""
     return RewardModelChannel(options)

@@ -5,48 +5,59 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mixgrpo.rewards.channels.base import PerSample, pop_options, register
+from pydantic import Field, model_validator
+
+from mixgrpo.rewards.channels.base import ChannelOptions, ChannelOptionsError, PerSample, register
 
 
-@register("regex")
-def regex_channel(options: dict[str, Any]) -> PerSample:
-    """1.0 when the completion matches ``pattern`` (``fullmatch`` or search), else 0.0.
+class RegexOptions(ChannelOptions):
+    pattern: str = Field(min_length=1)
+    """Python regular expression the completion must match."""
+    fullmatch: bool = True
+    """true: the whole (stripped) completion must match; false: a match anywhere counts."""
+    strip: bool = True
+    """Strip surrounding whitespace before matching."""
 
-    options: pattern (required), fullmatch (default true), strip (default true).
-    """
-    opts = pop_options(options, "regex", {"pattern": None, "fullmatch": True, "strip": True})
-    if not opts["pattern"]:
-        raise ValueError("channel kind 'regex' needs options.pattern")
+
+@register("regex", RegexOptions)
+def regex_channel(options: RegexOptions) -> PerSample:
+    """1.0 when the completion matches ``pattern`` (``fullmatch`` or search), else 0.0."""
     try:
-        pattern = re.compile(opts["pattern"])
+        pattern = re.compile(options.pattern)
     except re.error as error:
-        raise ValueError(f"channel kind 'regex': bad pattern {opts['pattern']!r}: {error}") from None
-    match = pattern.fullmatch if opts["fullmatch"] else pattern.search
+        raise ChannelOptionsError.of("pattern", f"bad pattern {options.pattern!r}: {error}") from None
+    match = pattern.fullmatch if options.fullmatch else pattern.search
 
     def score(prompt: str, completion: str, metadata: dict[str, Any], n_tokens: int) -> float:
-        text = completion.strip() if opts["strip"] else completion
+        text = completion.strip() if options.strip else completion
         return 1.0 if match(text) else 0.0
 
     return PerSample(score)
 
 
-@register("length")
-def length_channel(options: dict[str, Any]) -> PerSample:
-    """Length reward in tokens: ``-max(0, n - max_tokens) / scale`` (penalty mode) or
-    ``-|n - target| / scale`` (target mode).
+class LengthOptions(ChannelOptions):
+    target: int | None = Field(default=None, ge=0)
+    """Target mode: reward -|n - target| / scale for n completion tokens."""
+    max_tokens: int | None = Field(default=None, ge=0)
+    """Penalty mode: reward -max(0, n - max_tokens) / scale (exactly one of target and max_tokens)."""
+    scale: float = Field(default=1.0, gt=0)
+    """Tokens per unit of reward."""
 
-    options: target (tokens) or max_tokens (one of them), scale (default 1).
-    """
-    opts = pop_options(options, "length", {"target": None, "max_tokens": None, "scale": 1.0})
-    if (opts["target"] is None) == (opts["max_tokens"] is None):
-        raise ValueError("channel kind 'length' needs exactly one of options.target or options.max_tokens")
-    if float(opts["scale"]) <= 0:
-        raise ValueError("channel kind 'length': options.scale must be > 0")
-    scale = float(opts["scale"])
+    @model_validator(mode="after")
+    def _one_mode(self) -> "LengthOptions":
+        if (self.target is None) == (self.max_tokens is None):
+            raise ValueError("needs exactly one of target or max_tokens")
+        return self
+
+
+@register("length", LengthOptions)
+def length_channel(options: LengthOptions) -> PerSample:
+    """Length reward in tokens: ``-max(0, n - max_tokens) / scale`` (penalty mode) or
+    ``-|n - target| / scale`` (target mode)."""
 
     def score(prompt: str, completion: str, metadata: dict[str, Any], n_tokens: int) -> float:
-        if opts["target"] is not None:
-            return -abs(n_tokens - int(opts["target"])) / scale
-        return -max(0, n_tokens - int(opts["max_tokens"])) / scale
+        if options.target is not None:
+            return -abs(n_tokens - options.target) / options.scale
+        return -max(0, n_tokens - options.max_tokens) / options.scale
 
     return PerSample(score)
