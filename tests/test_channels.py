@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from mixgrpo.rewards.channels import ChannelOptionsError, ScoringInput, build_channel, known_kinds, register
+from mixgrpo.rewards.channels.base import ItemError
 from mixgrpo.rewards.channels.math import last_number
 from mixgrpo.rewards.channels.python import import_callable
 from mixgrpo.rewards.channels.rules import RegexOptions
@@ -107,10 +108,11 @@ def test_exact_match():
     assert channel(batch(["12", "12.0"], metadata=[{"answer": 12}] * 2)) == [1.0, 0.0]
 
 
-def test_exact_match_missing_gold_column_raises_key_error():
+def test_exact_match_missing_gold_column_is_a_key_error_of_each_completion():
     channel = build_channel("exact_match", {"answer_key": "city"})
-    with pytest.raises(KeyError, match="no 'city' column"):
-        channel(batch(["x"]))
+    [outcome] = channel(batch(["x"]))  # PerSample: the worker nulls it, counted item_errors
+    assert isinstance(outcome, ItemError) and isinstance(outcome.error, KeyError)
+    assert "no 'city' column" in str(outcome.error)
 
 
 def test_last_number():

@@ -26,6 +26,9 @@ def raises(prompt, completion, metadata):
 def raises_key(prompt, completion, metadata):
     raise KeyError("missing")
 
+def raises_batch(prompts, completions, metadata):
+    raise RuntimeError("boom")
+
 def hangs(prompts, completions, metadata):
     time.sleep(3.0)
     return [1.0] * len(completions)
@@ -108,12 +111,19 @@ def test_builtin_channel_null_is_counted():
     assert scores.counters == {"null": 1}
 
 
-def test_raising_channel_gives_all_null_and_one_error():
+def test_raising_batched_channel_gives_all_null_and_one_error():
     prompts, rollouts = prompts_and_rollouts()
-    scores = worker("raises").score(prompts, rollouts)
+    scores = worker("raises_batch", batched=True).score(prompts, rollouts)
     assert np.isnan(scores.values["ch"]).all()
     assert scores.values["ch"].shape == (8,)
     assert scores.counters == {"errors": 1}
+
+
+def test_per_completion_channel_raising_everywhere_counts_each_completion():
+    prompts, rollouts = prompts_and_rollouts()
+    scores = worker("raises").score(prompts, rollouts)
+    assert np.isnan(scores.values["ch"]).all()
+    assert scores.counters == {"item_errors": 8}
 
 
 def test_hanging_channel_times_out_in_about_the_timeout():
@@ -158,13 +168,13 @@ def test_first_failure_of_each_kind_logged_once(caplog):
     w = worker("raises", name="buggy")
     with caplog.at_level(logging.WARNING, logger="mixgrpo.reward"):
         for _ in range(3):
-            assert w.score(prompts, rollouts).counters == {"errors": 1}
+            assert w.score(prompts, rollouts).counters == {"item_errors": 8}
     records = [r for r in caplog.records if r.name == "mixgrpo.reward"]
     assert len(records) == 1
     assert records[0].levelno == logging.WARNING
     message = records[0].getMessage()
     assert "'buggy'" in message and "RuntimeError" in message and "boom" in message
-    assert w.totals == {"errors": 3}
+    assert w.totals == {"item_errors": 24}
 
     # a different kind of failure is logged once more, on its own
     w.channel = worker("raises_key").channel
@@ -175,7 +185,7 @@ def test_first_failure_of_each_kind_logged_once(caplog):
     records = [r for r in caplog.records if r.name == "mixgrpo.reward"]
     assert len(records) == 1
     assert "KeyError" in records[0].getMessage()
-    assert w.totals == {"errors": 5}
+    assert w.totals == {"item_errors": 40}
 
 
 def test_invalid_values_are_counted_not_logged(caplog):
@@ -191,7 +201,7 @@ def test_worker_totals_accumulate_across_kinds():
     w.score(prompts, rollouts)
     w.channel = worker("mixed").channel
     w.score(prompts, rollouts)
-    assert w.totals == {"errors": 1, "null": 1, "non_finite": 2, "not_a_number": 2, "out_of_range": 1}
+    assert w.totals == {"item_errors": 8, "null": 1, "non_finite": 2, "not_a_number": 2, "out_of_range": 1}
 
 
 def test_sanitize_values_and_counters():

@@ -83,7 +83,8 @@ def test_failing_channels_become_nulls_and_training_goes_on(tmp_path):
     rows = read_metrics(run_dir)
     assert len(rows) == 2
     for row in rows:
-        assert row["null_rate/broken"] == 1.0 and row["failures/broken/errors"] == 1
+        n = config.task.prompts_per_step * config.generator.group_size
+        assert row["null_rate/broken"] == 1.0 and row["failures/broken/item_errors"] == n  # each completion
         assert row["null_rate/slow"] == 1.0 and row["failures/slow/timeouts"] == 1
         assert 0.0 < row["null_rate/partial"] < 1.0
         assert row["null_rate/garbage"] > 0.0

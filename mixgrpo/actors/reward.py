@@ -1,9 +1,29 @@
 """RewardWorker: one reward channel scoring a whole batch, failures turned into nulls.
 
-A channel that raises, exceeds its timeout, returns the wrong number of values,
-or returns None / NaN / inf / non-numbers / absurd magnitudes gives null (NaN)
-for the affected completions, never 0. Every failure is counted per kind, and
-the first message of each kind is logged once per worker.
+Every failure gives null (NaN) for the completions it affects, never 0, and is
+counted per kind (``failures/<channel>/<kind>`` in the metrics); the first
+message of each kind is logged once per worker:
+
+- one completion of a per-completion kind (``PerSample``: ``python`` without
+  ``batched``, regex, numeric_match, ...) raises: that completion, ``item_errors``;
+- a batched channel raises, or returns the wrong number of values: the batch, ``errors``;
+- None / NaN / inf / non-numbers / magnitudes above 1e9: those values,
+  ``null`` / ``non_finite`` / ``not_a_number`` / ``out_of_range``;
+- the call outlives ``timeout_s``: the batch, ``timeouts``;
+- the previous call timed out and is still running: the batch at once, ``stuck``.
+
+Timeouts. Python cannot stop a thread, so a timed-out call keeps running inside
+the channel object. The worker never enters the channel again while it does:
+the next call waits for it within its own ``timeout_s`` and, if it still runs,
+returns its nulls (counted ``stuck``) without entering the channel; the
+orchestrator then has Ray restart this actor (``orchestrator/scoring.py``), the
+only way to end the stuck call and free what it holds. So at most one abandoned
+thread exists at any time, and every call answers within ``timeout_s``. Why not
+one child process per call: a channel holds what ``setup()`` loaded (a model,
+often on a GPU), which a fork cannot carry and a spawn would reload every step.
+Why not restart at the timeout itself: a call that was slow once and ends by
+the next call (a judge taking 1.5 s) then costs nothing; only a call still
+running a step later costs a restart.
 """
 
 from __future__ import annotations
@@ -22,11 +42,19 @@ from mixgrpo.batch import ChannelScores, PromptBatch, RolloutBatch
 from mixgrpo.config import RewardChannelConfig
 from mixgrpo.faults import failpoint
 from mixgrpo.rewards.channels import ScoringInput, build_channel
+from mixgrpo.rewards.channels.base import ItemError
 
 logger = logging.getLogger("mixgrpo.reward")
 
 MAX_ABS_REWARD = 1e9
 """Values beyond this magnitude are treated as garbage (null): they would overflow the mixer's variance."""
+
+STUCK = "stuck"
+"""Counter of a call refused because the previous, timed-out call still runs (the orchestrator restarts the actor)."""
+
+
+class ChannelStuck(RuntimeError):
+    """The channel's previous call timed out and is still running; the channel is not entered again."""
 
 
 def scoring_input(prompts: PromptBatch, rollouts: RolloutBatch) -> ScoringInput:
@@ -40,28 +68,8 @@ def scoring_input(prompts: PromptBatch, rollouts: RolloutBatch) -> ScoringInput:
     )
 
 
-def _call_with_timeout(function: Any, argument: Any, timeout_s: float) -> Any:
-    """Run ``function(argument)`` in a daemon thread; TimeoutError when it outlives timeout_s."""
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = function(argument)
-        except BaseException as error:  # re-raised in the caller's thread
-            outcome["error"] = error
-
-    thread = threading.Thread(target=target, daemon=True, name="reward-channel")
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise TimeoutError(f"channel did not return within {timeout_s:g}s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
 def sanitize(raw: Any, n: int) -> tuple[np.ndarray, dict[str, int]]:
-    """(N,) float64 with NaN for every unusable value, and counters of what was replaced."""
+    """(N,) float64 with NaN for every unusable value (or ``ItemError``), and counters of what was replaced."""
     counters = {"null": 0, "non_finite": 0, "not_a_number": 0, "out_of_range": 0}
     values = np.full(n, np.nan)
     raw = raw.tolist() if hasattr(raw, "tolist") else raw  # numpy arrays / torch tensors -> Python numbers
@@ -69,7 +77,9 @@ def sanitize(raw: Any, n: int) -> tuple[np.ndarray, dict[str, int]]:
         got = len(raw) if hasattr(raw, "__len__") and not isinstance(raw, (str, bytes)) else type(raw).__name__
         raise ValueError(f"channel returned {got} values for {n} completions")
     for i, value in enumerate(raw):
-        if value is None:
+        if isinstance(value, ItemError):
+            counters["item_errors"] = counters.get("item_errors", 0) + 1
+        elif value is None:
             counters["null"] += 1
         elif isinstance(value, bool) or not isinstance(value, Real):
             counters["not_a_number"] += 1
@@ -85,18 +95,19 @@ def sanitize(raw: Any, n: int) -> tuple[np.ndarray, dict[str, int]]:
 def split_sub_channels(raw: Any, subs: list[str], n: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """A channel's sub-channel output -> sub name -> (N,) float64, with counters keyed ``<sub>/<kind>``.
 
-    ``raw`` is a dict sub -> N values, or N dicts (or None) keyed by sub. A declared
-    sub-channel the channel did not return is all null (counted ``<sub>/missing``);
-    undeclared keys are ignored (a channel may offer more parts than a config uses).
+    ``raw`` is a dict sub -> N values, or N rows keyed by sub (a dict, None, or an
+    ``ItemError``: null in every sub-channel). A declared sub-channel the channel did
+    not return is all null (counted ``<sub>/missing``); undeclared keys are ignored
+    (a channel may offer more parts than a config uses).
     """
     if not isinstance(raw, Mapping):
         rows = raw.tolist() if hasattr(raw, "tolist") else raw
         if isinstance(rows, (str, bytes)) or not hasattr(rows, "__len__") or len(rows) != n or \
-                not all(row is None or isinstance(row, Mapping) for row in rows):
+                not all(row is None or isinstance(row, (Mapping, ItemError)) for row in rows):
             raise ValueError(f"channel declares sub_channels {subs} but returned {type(raw).__name__}, "
                              "not a dict of sub-channel values (or one dict per completion)")
-        raw = {sub: [None if row is None else row.get(sub) for row in rows] for sub in subs
-               if any(row is not None and sub in row for row in rows)}
+        raw = {sub: [row.get(sub) if isinstance(row, Mapping) else row for row in rows] for sub in subs
+               if any(isinstance(row, ItemError) or (isinstance(row, Mapping) and sub in row) for row in rows)}
     values, counters = {}, {}
     for sub in subs:
         if sub not in raw:
@@ -127,18 +138,49 @@ class RewardWorker:
         self.totals: dict[str, int] = {}
         self.calls = 0
         self._logged_kinds: set[str] = set()
+        self._abandoned: threading.Thread | None = None
+        """The thread of the last call that timed out, while it may still be inside the channel."""
+
+    def _call(self, function: Any, batch: ScoringInput) -> Any:
+        """``function(batch)`` in a thread under the channel's timeout; never while a timed-out call still runs."""
+        deadline = time.monotonic() + self.config.timeout_s
+        if self._abandoned is not None:  # the timed-out call may still end within this call's budget
+            self._abandoned.join(self.config.timeout_s)
+            if self._abandoned.is_alive():
+                raise ChannelStuck("its previous call timed out and is still running; the actor must be restarted")
+            self._abandoned = None
+        outcome: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                outcome["value"] = function(batch)
+            except BaseException as error:  # re-raised in the caller's thread
+                outcome["error"] = error
+
+        thread = threading.Thread(target=target, daemon=True, name=f"reward-{self.config.name}")
+        thread.start()
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            self._abandoned = thread
+            raise TimeoutError(f"channel did not return within {self.config.timeout_s:g}s")
+        self._abandoned = None
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
 
     def _evaluate(self, batch: ScoringInput) -> tuple[dict[str, np.ndarray], dict[str, int]]:
         n, name = len(batch), self.config.name
         if self.subs is None:
-            raw = _call_with_timeout(self.channel, batch, self.config.timeout_s)
+            raw = self._call(self.channel, batch)
             if isinstance(raw, Mapping):
                 raise ValueError(f"channel returned sub-channels {sorted(raw)} but the config declares none "
                                  "(add sub_channels: {name: weight, ...} to the channel)")
+            self._log_item_errors(raw)
             values, counters = sanitize(raw, n)
             return {name: values}, counters
-        function = getattr(self.channel, "parts", self.channel)
-        values, counters = split_sub_channels(_call_with_timeout(function, batch, self.config.timeout_s), self.subs, n)
+        raw = self._call(getattr(self.channel, "parts", self.channel), batch)
+        self._log_item_errors(raw)
+        values, counters = split_sub_channels(raw, self.subs, n)
         return {f"{name}/{sub}": column for sub, column in values.items()}, counters
 
     def score(self, prompts: PromptBatch, rollouts: RolloutBatch, rows: np.ndarray | None = None) -> ChannelScores:
@@ -146,7 +188,8 @@ class RewardWorker:
 
         ``values`` has one (n,) column per head (the channel's name, or ``<name>/<sub>``
         per declared sub-channel); whole-batch failures are counted as ``timeouts`` /
-        ``errors``, per-value ones as ``<kind>`` or ``<sub>/<kind>``.
+        ``errors`` / ``stuck``, per-value ones as ``<kind>`` or ``<sub>/<kind>``
+        (``item_errors``: a completion whose own call raised).
         """
         started = time.monotonic()
         if rows is not None:
@@ -158,10 +201,13 @@ class RewardWorker:
             values, counters = self._evaluate(scoring_input(prompts, rollouts))
         except TimeoutError as error:
             values, counters = self._all_null(n), {"timeouts": 1}
-            self._log_once("timeout", error)
+            self._log_once("timeout", error, "timeouts")
+        except ChannelStuck as error:
+            values, counters = self._all_null(n), {STUCK: 1}
+            self._log_once(STUCK, error, STUCK)
         except Exception as error:  # a channel bug must not stop training: null + counted
             values, counters = self._all_null(n), {"errors": 1}
-            self._log_once(type(error).__name__, error)
+            self._log_once(type(error).__name__, error, "errors")
         counters = {k: v for k, v in counters.items() if v}
         for key, value in counters.items():
             self.totals[key] = self.totals.get(key, 0) + value
@@ -176,8 +222,16 @@ class RewardWorker:
             raise ValueError(f"channel kind {self.config.kind!r} has no reward maps")
         return self.channel.reward_maps(batch)
 
-    def _log_once(self, kind: str, error: BaseException) -> None:
+    def _log_item_errors(self, raw: Any) -> None:
+        """Log the first exception of each type raised on a single completion (counted by ``sanitize``)."""
+        if isinstance(raw, (list, tuple)):
+            for index, value in enumerate(raw):
+                if isinstance(value, ItemError):
+                    self._log_once(f"item {type(value.error).__name__}",
+                                   f"completion {index} of {len(raw)}: {value.error}", "item_errors")
+
+    def _log_once(self, kind: str, error: BaseException | str, counted_as: str) -> None:
         if kind not in self._logged_kinds:
             self._logged_kinds.add(kind)
-            logger.warning("reward channel %r: %s: %s (further %s failures counted, not logged)",
-                           self.config.name, kind, error, kind)
+            logger.warning("reward channel %r: %s: %s (further %s failures counted as %s, not logged)",
+                           self.config.name, kind, error, kind, counted_as)

@@ -189,14 +189,33 @@ def build_channel(kind: str, options: Mapping[str, Any]) -> Channel:
     return channel_kind(kind).factory(channel_options(kind, options))
 
 
+@dataclass(frozen=True)
+class ItemError:
+    """In a channel's output: what scoring one completion raised (the worker nulls it, counted ``item_errors``)."""
+
+    error: Exception
+    """The exception, logged once per type by the reward worker."""
+
+
 class PerSample:
-    """Adapter: a per-completion function ``(prompt, completion, metadata, n_tokens) -> float | None``."""
+    """Adapter: a per-completion function ``(prompt, completion, metadata, n_tokens) -> float | None``.
+
+    Completions are scored independently, so a completion whose call raises is an
+    ``ItemError`` in the output (null for that completion only), never a failure
+    of the whole batch.
+    """
 
     def __init__(self, score_one: Callable[[str, str, dict[str, Any], int], float | None]) -> None:
         self.score_one = score_one
 
-    def __call__(self, batch: ScoringInput) -> list[float | None]:
+    def __call__(self, batch: ScoringInput) -> list[float | None | ItemError]:
         return [
-            self.score_one(p, c, md, n)
+            self._one(p, c, md, n)
             for p, c, md, n in zip(batch.prompts, batch.completions, batch.metadata, batch.completion_tokens)
         ]
+
+    def _one(self, prompt: str, completion: str, metadata: dict[str, Any], n_tokens: int) -> Any:
+        try:
+            return self.score_one(prompt, completion, metadata, n_tokens)
+        except Exception as error:  # one bad completion nulls itself, not its batch
+            return ItemError(error)

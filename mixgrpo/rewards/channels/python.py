@@ -11,6 +11,11 @@ or, with ``options.batched: true``, one call for the whole batch::
 Return None where the reward does not apply (a null, never 0). The function runs
 inside the reward actor's process only. Extra ``options.kwargs`` are passed as
 keyword arguments.
+
+Failures: a per-completion function that raises nulls that completion only
+(counted ``item_errors``, the first message of each exception type logged once);
+a batched function is all-or-nothing: if it raises, every completion of the
+batch is null (counted ``errors``, once per batch).
 """
 
 from __future__ import annotations
