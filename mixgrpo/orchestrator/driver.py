@@ -29,7 +29,7 @@ from mixgrpo.orchestrator.placement import Slot, actor_options, plan_slots, remo
 from mixgrpo.orchestrator.reward_maps import write_reward_overlays
 from mixgrpo.orchestrator.rollouts import RolloutPipeline
 from mixgrpo.orchestrator.step import StepLoop
-from mixgrpo.rewards.channels import build_channel
+from mixgrpo.rewards.channels import ChannelOptionsError, build_channel
 from mixgrpo.tasks import Task, make_task
 from mixgrpo.tasks.tiny_model import resolve_model_path
 
@@ -66,6 +66,8 @@ def preflight(config: Config) -> Task:
     for channel in config.rewards:
         try:
             build_channel(channel.kind, channel.options)
+        except ChannelOptionsError as error:  # its kind or options: rewards.<name>.options.<field>: <msg>
+            raise ValueError(error.located(f"rewards.{channel.name}.")) from None
         except ValueError as error:
             raise ValueError(f"rewards.{channel.name}: {error}") from None
     return make_task(config.task, config.run.seed)
