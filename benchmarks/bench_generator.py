@@ -72,7 +72,8 @@ def logprob_gap(generator, config, prompts, steps: int = 3) -> tuple[float, floa
     from mixgrpo.actors.learner import Learner
     from mixgrpo.batch import TrainBatch
 
-    learner = Learner(config.model, config.learner, config.algorithm.loss, config.generator.temperature, 0)
+    learner = Learner(config.model, config.learner, config.algorithm.loss, config.generator.temperature, 0,
+                      max_new_tokens=config.generator.max_new_tokens)
     total, count, worst = 0.0, 0, 0.0
     for step in range(steps):
         rollouts = generator.generate(prompts, step)

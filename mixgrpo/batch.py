@@ -55,6 +55,14 @@ class RolloutBatch:
     """(N,) decoded completions, special tokens removed."""
     policy_version: np.ndarray
     """(N,) int64 adapter version that produced each completion."""
+    truncated: np.ndarray | None = None
+    """(N,) bool: cut at generator.max_new_tokens without EOS (None when built: no completion truncated)."""
+
+    def __post_init__(self) -> None:
+        flags = np.zeros(len(self), dtype=bool) if self.truncated is None else np.asarray(self.truncated, dtype=bool)
+        if flags.shape != (len(self),):
+            raise ValueError(f"truncated must be ({len(self)},), got {flags.shape}")
+        object.__setattr__(self, "truncated", flags)  # frozen: the one normalisation at construction
 
     def __len__(self) -> int:
         return len(self.completion_text)
@@ -74,6 +82,7 @@ class RolloutBatch:
             behaviour_logprobs=[t for p in parts for t in p.behaviour_logprobs],
             completion_text=[t for p in parts for t in p.completion_text],
             policy_version=np.concatenate([p.policy_version for p in parts]),
+            truncated=np.concatenate([p.truncated for p in parts]),
         )
 
     def take(self, rows: np.ndarray) -> "RolloutBatch":
@@ -85,6 +94,7 @@ class RolloutBatch:
             behaviour_logprobs=[self.behaviour_logprobs[i] for i in rows],
             completion_text=[self.completion_text[i] for i in rows],
             policy_version=self.policy_version[rows],
+            truncated=self.truncated[rows],
         )
 
 
@@ -112,19 +122,57 @@ class TrainBatch:
     """(N,) ragged behaviour log-probs, aligned with completion_token_ids."""
     advantages: np.ndarray
     """(N,) float32 advantage of each completion."""
+    rows: np.ndarray | None = None
+    """(N,) int64 row of each sequence in the step's whole batch (None when built: 0 .. N-1, the whole batch)."""
+    total_rows: int | None = None
+    """Number of rows in the step's whole batch (None when built: N)."""
+
+    def __post_init__(self) -> None:
+        rows = np.arange(len(self), dtype=np.int64) if self.rows is None else np.asarray(self.rows, dtype=np.int64)
+        if rows.shape != (len(self),):
+            raise ValueError(f"rows must be ({len(self)},), got {rows.shape}")
+        object.__setattr__(self, "rows", rows)  # frozen: the one normalisation at construction
+        object.__setattr__(self, "total_rows", len(self) if self.total_rows is None else int(self.total_rows))
 
     def __len__(self) -> int:
         return len(self.advantages)
 
+    @staticmethod
+    def from_rollouts(rollouts: RolloutBatch, advantages: np.ndarray, rows: np.ndarray) -> "TrainBatch":
+        """The rollouts at ``rows`` (those that count in the loss) with their advantages; advantages: (N,)."""
+        return TrainBatch(
+            prompt_token_ids=[rollouts.prompt_token_ids[i] for i in rows],
+            completion_token_ids=[rollouts.completion_token_ids[i] for i in rows],
+            behaviour_logprobs=[rollouts.behaviour_logprobs[i] for i in rows],
+            advantages=np.asarray(advantages, dtype=np.float32)[rows],
+        )
+
     def shard(self, rank: int, world_size: int) -> "TrainBatch":
         """Rows rank, rank + world_size, ... (a strided split keeps shard sizes within one)."""
-        rows = range(rank, len(self), world_size)
+        rows = list(range(rank, len(self), world_size))
         return TrainBatch(
             prompt_token_ids=[self.prompt_token_ids[i] for i in rows],
             completion_token_ids=[self.completion_token_ids[i] for i in rows],
             behaviour_logprobs=[self.behaviour_logprobs[i] for i in rows],
-            advantages=self.advantages[list(rows)],
+            advantages=self.advantages[rows],
+            rows=self.rows[rows],
+            total_rows=self.total_rows,
         )
+
+    def mini_batch_rows(self, count: int) -> list[np.ndarray]:
+        """Indices into this batch of the rows of each of ``count`` mini-batches (fewer when the batch is smaller).
+
+        Mini-batch j holds the whole batch's rows [j * n // count, (j + 1) * n // count), n = total_rows:
+        contiguous, so groups (stored group-major) stay together, and cut by the whole batch's row
+        numbers, so every rank's shard is split the same way and mini-batch j over all ranks is
+        the whole batch's mini-batch j. A shard may hold no row of some mini-batch.
+        """
+        count = min(count, self.total_rows)
+        if count == 0:
+            return []
+        bounds = np.array([j * self.total_rows // count for j in range(count + 1)])
+        which = np.searchsorted(bounds, self.rows, side="right") - 1
+        return [np.flatnonzero(which == j) for j in range(count)]
 
 
 def rollout_table(
@@ -150,6 +198,7 @@ def rollout_table(
         "completion": pa.array(rollouts.completion_text),
         "completion_tokens": pa.array(rollouts.completion_lengths),
         "policy_version": pa.array(rollouts.policy_version),
+        "truncated": pa.array(rollouts.truncated),
         "advantage": pa.array(advantages.astype(np.float64)),
     }
     for r, name in enumerate(channel_names):

@@ -16,13 +16,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mixgrpo.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A configuration that cannot run; the message names the field path."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # strict: a quoted number ('2') or a boolean string is an error naming the field, never converted
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True)
 
 
 class RunConfig(_Section):
@@ -64,6 +67,10 @@ class TaskConfig(_Section):
     """P: prompts sampled per step."""
     num_prompts: int = Field(default=512, ge=1)
     """Size of the generated prompt pool (toy-arithmetic and svg-poster)."""
+    max_prompt_tokens: int | None = Field(default=None, ge=1)
+    """Longest prompt in tokens, chat template included (None: the model's context minus generator.max_new_tokens)."""
+    overlong_prompts: Literal["truncate_left", "drop", "error"] = "drop"
+    """A prompt over max_prompt_tokens: keep its last tokens, leave it out (prompts/overlong_dropped), or fail."""
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> "TaskConfig":
@@ -148,6 +155,14 @@ class RewardChannelConfig(_Section):
 
 
 class LossSettings(_Section):
+    """The policy-loss settings: the one definition of their names, defaults and bounds.
+
+    ``mixgrpo.actors.loss`` stays free of mixgrpo imports, so it does not define a
+    second dataclass (two copies had drifted apart: eps_high 0.2 there, 0.28 here);
+    it reads these attributes through its ``LossConfig`` Protocol, which any
+    LossSettings satisfies (tests/test_loss.py checks that the two name the same fields).
+    """
+
     eps_low: float = Field(default=0.2, ge=0, lt=1)
     """PPO clip: ratio >= 1 - eps_low."""
     eps_high: float = Field(default=0.28, ge=0)
@@ -162,10 +177,17 @@ class LossSettings(_Section):
     """Entropy bonus coefficient."""
     aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
     """How token losses are averaged (seq-mean-token-sum-norm is Dr.GRPO)."""
+    max_response_tokens: int | None = Field(default=None, ge=1)
+    """Constant L that seq-mean-token-sum-norm divides every sequence's token sum by (None: generator.max_new_tokens)."""
     off_policy: Literal["none", "tis", "seq_mask", "icepop"] = "none"
     """Generator/learner gap correction: truncated IS, sequence masking or IcePop token masking (README)."""
     off_policy_cap: float = Field(default=2.0, ge=1)
     """C: the tis cap min(ratio, C), or the band [1/C, C] of icepop (token ratio) and seq_mask (sequence)."""
+
+    @property
+    def uses_proximal(self) -> bool:
+        """True when the loss needs the learner's proximal log-probs (an off-policy correction is on)."""
+        return self.off_policy != "none"
 
 
 class AlgorithmConfig(_Section):
@@ -185,6 +207,8 @@ class AlgorithmConfig(_Section):
     """0: synchronous; 1: generate step t+1 while the learner trains on step t (one step off-policy)."""
     weights: list[float] | None = None
     """Channel weights in channel order, overriding each channel's own weight (for sweeps)."""
+    overlong: Literal["keep", "mask", "penalty"] = "keep"
+    """Completions cut at generator.max_new_tokens without EOS: keep; mask (out of the loss); penalty (an overlong channel)."""
     loss: LossSettings = Field(default_factory=LossSettings)
     """Policy-loss settings."""
 
@@ -212,7 +236,11 @@ class LearnerConfig(_Section):
     max_grad_norm: float = Field(default=1.0, gt=0)
     """Gradient-norm clipping."""
     micro_batch_size: int = Field(default=16, ge=1)
-    """Sequences per forward/backward; gradients accumulate over the step's batch."""
+    """Sequences per forward/backward; gradients accumulate over each mini-batch."""
+    epochs: int = Field(default=1, ge=1)
+    """PPO epochs: passes over each rollout batch (verl ppo_epochs, TRL num_iterations)."""
+    mini_batches: int = Field(default=1, ge=1)
+    """Optimizer steps per pass: the batch is cut into this many mini-batches (verl ppo_mini_batch_size = batch / this)."""
     threads: int = Field(default=1, ge=1)
     """torch.set_num_threads inside each learner actor."""
     collective_timeout_s: float = Field(default=300.0, gt=0)
@@ -272,6 +300,13 @@ class Config(_Section):
         return rewards
 
     @model_validator(mode="after")
+    def _overlong_penalty_has_channel(self) -> "Config":
+        if self.algorithm.overlong == "penalty" and not any(c.kind == "overlong" for c in self.rewards):
+            raise ValueError("algorithm.overlong=penalty needs a reward channel of kind overlong "
+                             "(options max_tokens, buffer; README: overlong completions)")
+        return self
+
+    @model_validator(mode="after")
     def _weights_match_channels(self) -> "Config":
         weights = self.algorithm.weights
         if weights is not None:
@@ -303,6 +338,8 @@ def _format_validation_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+        if item["type"].endswith("_type"):  # strict types: say what was given ('2' is a string, not a number)
+            message += f", got {type(item['input']).__name__} {repr(item['input'])[:40]}"
         path = ".".join(str(p) for p in item["loc"])
         lines.append(f"config error at {path}: {message}" if path else f"config error: {message}")
     return "; ".join(lines)
@@ -373,12 +410,19 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load YAML (default: the packaged configs/local-tiny.yaml), apply overrides, validate."""
     config_path = Path(path) if path else default_config_path()
+    if config_path.is_dir():
+        raise ConfigError(f"config file {config_path} is a directory, not a YAML file")
     if not config_path.is_file():
         raise ConfigError(f"config file not found: {config_path}")
     try:
-        data = yaml.safe_load(config_path.read_text()) or {}
+        data = yaml.safe_load(config_path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"malformed YAML in {config_path}: {error}".replace("\n", " ")) from None
+    if data is None:  # empty, or only comments: valid only if the overrides supply what is required
+        try:
+            return config_from_dict(apply_overrides({}, list(overrides or [])))
+        except ConfigError as error:
+            raise ConfigError(f"config file {config_path} is empty ({error})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{config_path}: top level must be a mapping of sections")
     return config_from_dict(apply_overrides(data, list(overrides or [])))

@@ -34,7 +34,8 @@ def make_generator(config: Config) -> Generator:
 
 
 def make_learner(config: Config) -> Learner:
-    return Learner(config.model, config.learner, config.algorithm.loss, config.generator.temperature, config.run.seed)
+    return Learner(config.model, config.learner, config.algorithm.loss, config.generator.temperature, config.run.seed,
+                   max_new_tokens=config.generator.max_new_tokens)
 
 
 def prompts(texts=("3+4=", "9+9=")) -> PromptBatch:
@@ -102,6 +103,18 @@ def test_generate_returns_group_major_rollouts(generator):
         assert eos_positions.size == 0 or eos_positions.tolist() == [len(tokens) - 1]  # cut after the first EOS
         assert rollouts.completion_text[i] == tokenizer.decode(tokens, skip_special_tokens=True)
     np.testing.assert_array_equal(rollouts.completion_lengths, [len(t) for t in rollouts.completion_token_ids])
+
+
+def test_generate_marks_completions_cut_at_the_cap(generator):
+    tokenizer = generator.backend.tokenizer
+    capped = make_generator(make_config("generator.max_new_tokens=2"))
+    for gen, cap in ((generator, 6), (capped, 2)):
+        rollouts = gen.generate(prompts(), step=0)
+        assert rollouts.truncated.dtype == bool and rollouts.truncated.shape == (len(rollouts),)
+        for tokens, truncated in zip(rollouts.completion_token_ids, rollouts.truncated):
+            assert truncated == (tokenizer.eos_token_id not in tokens.tolist())
+            assert not truncated or len(tokens) == cap
+    assert capped.generate(prompts(), step=0).truncated.any()
 
 
 def test_generate_is_deterministic_per_step_and_seeded_by_step(generator):

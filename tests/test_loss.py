@@ -12,12 +12,14 @@ from mixgrpo.actors.loss import (
     LossConfig,
     LossInputs,
     aggregate_token_losses,
+    aggregation_count,
     gather_token_logprobs,
     grpo_loss,
     kl_penalty,
     masked_mean,
     token_entropy,
 )
+from mixgrpo.config import LossSettings
 
 DTYPE = torch.float64
 BEHAVIOUR_LOGPROB = -1.0
@@ -79,7 +81,7 @@ def logprob_grad(inputs: LossInputs, config: LossConfig) -> torch.Tensor:
     ],
 )
 def test_hand_example_each_aggregation(aggregation: str, max_response_tokens: int | None, expected: float) -> None:
-    config = LossConfig(eps_low=0.2, eps_high=0.28, aggregation=aggregation, max_response_tokens=max_response_tokens)
+    config = LossSettings(eps_low=0.2, eps_high=0.28, aggregation=aggregation, max_response_tokens=max_response_tokens)
     output = grpo_loss(hand_inputs(), config)
     assert output.loss.item() == pytest.approx(expected, abs=1e-12)
     assert output.metrics["policy_loss"] == pytest.approx(expected, abs=1e-12)
@@ -87,7 +89,7 @@ def test_hand_example_each_aggregation(aggregation: str, max_response_tokens: in
 
 
 def test_hand_example_metrics() -> None:
-    metrics = grpo_loss(hand_inputs(), LossConfig(eps_low=0.2, eps_high=0.28)).metrics
+    metrics = grpo_loss(hand_inputs(), LossSettings(eps_low=0.2, eps_high=0.28)).metrics
     assert metrics["clip_frac_high"] == pytest.approx(1 / 5)  # seq 0, ratio 1.3
     assert metrics["clip_frac_low"] == pytest.approx(1 / 5)  # seq 1, ratio 0.75
     assert metrics["clip_frac"] == pytest.approx(2 / 5)
@@ -101,14 +103,14 @@ def test_hand_example_metrics() -> None:
 
 def test_hand_example_gradient_is_zero_on_clipped_tokens() -> None:
     # d(-r A)/d logp = -r A, divided by the 5 masked tokens; clipped tokens and padding get 0.
-    grad = logprob_grad(hand_inputs(), LossConfig(eps_low=0.2, eps_high=0.28))
+    grad = logprob_grad(hand_inputs(), LossSettings(eps_low=0.2, eps_high=0.28))
     expected = _tensor([[-1.1 / 5, -0.7 / 5, 0.0], [1.5 * 2 / 5, 0.0, 0.0]])
     torch.testing.assert_close(grad, expected, rtol=0, atol=1e-12)
 
 
 def test_symmetric_clip_clips_where_clip_higher_does_not() -> None:
     # ratio 1.3 with A = +1: eps_high 0.2 clips at 1.2 -> token losses -1.1, -0.7, -1.2.
-    output = grpo_loss(hand_inputs(), LossConfig(eps_low=0.2, eps_high=0.2, aggregation="seq-mean-token-sum-norm"))
+    output = grpo_loss(hand_inputs(), LossSettings(eps_low=0.2, eps_high=0.2, aggregation="seq-mean-token-sum-norm"))
     assert output.loss.item() == pytest.approx((-3.0 / 3 + 4.6 / 3) / 2, abs=1e-12)
 
 
@@ -131,7 +133,7 @@ def test_clip_higher_branches(
         advantages=_tensor([advantage]),
         response_mask=_tensor([[1.0]]),
     )
-    output = grpo_loss(inputs, LossConfig(eps_low=0.2, eps_high=0.28))
+    output = grpo_loss(inputs, LossSettings(eps_low=0.2, eps_high=0.28))
     assert output.loss.item() == pytest.approx(expected_loss, abs=1e-12)
     assert output.metrics["clip_frac_low"] == clipped_low
     assert output.metrics["clip_frac_high"] == clipped_high
@@ -166,14 +168,14 @@ def test_kl_term_in_loss() -> None:
         response_mask=_tensor([[1.0, 1.0]]),
         ref_logprobs=_tensor([[-1.5, -1.0]]),
     )
-    output = grpo_loss(inputs, LossConfig(kl_coef=0.1, kl_estimator="k3"))
+    output = grpo_loss(inputs, LossSettings(kl_coef=0.1, kl_estimator="k3"))
     expected_kl = ((math.exp(-0.5) - 0.5) + (math.e - 2.0)) / 2
     assert output.metrics["kl"] == pytest.approx(expected_kl)
     assert output.loss.item() == pytest.approx(0.1 * expected_kl)
 
 
 def test_loss_decomposes_into_its_metrics() -> None:
-    config = LossConfig(kl_coef=0.05, entropy_coef=0.01, aggregation="seq-mean-token-mean")
+    config = LossSettings(kl_coef=0.05, entropy_coef=0.01, aggregation="seq-mean-token-mean")
     metrics = grpo_loss(random_inputs(seed=3), config).metrics
     expected = metrics["policy_loss"] + 0.05 * metrics["kl"] - 0.01 * metrics["entropy"]
     assert metrics["loss"] == pytest.approx(expected, abs=1e-12)
@@ -181,7 +183,7 @@ def test_loss_decomposes_into_its_metrics() -> None:
 
 def test_entropy_bonus_gradient() -> None:
     inputs = random_inputs(seed=4)
-    grpo_loss(inputs, LossConfig(entropy_coef=0.5)).loss.backward()
+    grpo_loss(inputs, LossSettings(entropy_coef=0.5)).loss.backward()
     mask = inputs.response_mask
     torch.testing.assert_close(inputs.entropy.grad, -0.5 * mask / mask.sum())
 
@@ -190,7 +192,7 @@ def test_entropy_bonus_gradient() -> None:
 def test_zero_advantages_give_zero_policy_gradient(level: str) -> None:
     inputs = random_inputs(seed=5, spread=1.0)
     inputs = replace(inputs, advantages=torch.zeros(4, dtype=DTYPE))
-    grad = logprob_grad(inputs, LossConfig(importance_level=level))
+    grad = logprob_grad(inputs, LossSettings(importance_level=level))
     assert torch.equal(grad, torch.zeros_like(grad))
 
 
@@ -199,7 +201,7 @@ def test_on_policy_gradient_is_reinforce_with_baseline(level: str) -> None:
     inputs = random_inputs(seed=6)
     behaviour = inputs.behaviour_logprobs
     inputs = replace(inputs, logprobs=behaviour.clone().requires_grad_(True))
-    grad = logprob_grad(inputs, LossConfig(importance_level=level))
+    grad = logprob_grad(inputs, LossSettings(importance_level=level))
     mask = inputs.response_mask
     expected = -inputs.advantages.unsqueeze(-1) * mask / mask.sum()
     torch.testing.assert_close(grad, expected, rtol=0, atol=1e-15)
@@ -211,8 +213,8 @@ def test_sequence_ratio_equals_token_ratio_when_log_ratios_are_equal() -> None:
     token_inputs = replace(inputs, logprobs=(inputs.behaviour_logprobs + log_ratios).requires_grad_(True))
     sequence_inputs = replace(token_inputs, logprobs=token_inputs.logprobs.detach().requires_grad_(True))
     for aggregation in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
-        token_out = grpo_loss(token_inputs, LossConfig(aggregation=aggregation, importance_level="token"))
-        sequence_out = grpo_loss(sequence_inputs, LossConfig(aggregation=aggregation, importance_level="sequence"))
+        token_out = grpo_loss(token_inputs, LossSettings(aggregation=aggregation, importance_level="token"))
+        sequence_out = grpo_loss(sequence_inputs, LossSettings(aggregation=aggregation, importance_level="sequence"))
         torch.testing.assert_close(token_out.loss, sequence_out.loss)
         for name in ("ratio_min", "ratio_mean", "ratio_max", "clip_frac"):
             assert token_out.metrics[name] == pytest.approx(sequence_out.metrics[name])
@@ -226,7 +228,7 @@ def test_sequence_level_gradient_reaches_every_masked_token() -> None:
     # both inside [0.8, 1.2]. GSPO-token gradient per token: -A_i s_i / 5 under token-mean.
     logprobs = _tensor([[0.1, -0.1, 0.09], [0.3, -0.1, 7.0]]).requires_grad_(True)
     inputs = hand_inputs(logprobs=logprobs, behaviour_logprobs=torch.zeros(2, 3, dtype=DTYPE))
-    output = grpo_loss(inputs, LossConfig(importance_level="sequence"))
+    output = grpo_loss(inputs, LossSettings(importance_level="sequence"))
     s0, s1 = math.exp(0.03), math.exp(0.1)
     assert output.loss.item() == pytest.approx((3 * -s0 + 2 * 2 * s1) / 5)
     assert output.metrics["ratio_min"] == pytest.approx(s0) and output.metrics["ratio_max"] == pytest.approx(s1)
@@ -239,7 +241,7 @@ def test_sequence_level_clips_whole_sequences() -> None:
     # Seq 0 mean log-ratio log(1.3) > log(1.2) with A > 0: every token of seq 0 is clipped, none of seq 1.
     logprobs = _tensor([[math.log(1.3) + 0.2, math.log(1.3) - 0.2, math.log(1.3)], [0.0, 0.0, 0.0]])
     inputs = hand_inputs(logprobs=logprobs.requires_grad_(True), behaviour_logprobs=torch.zeros(2, 3, dtype=DTYPE))
-    output = grpo_loss(inputs, LossConfig(importance_level="sequence"))
+    output = grpo_loss(inputs, LossSettings(importance_level="sequence"))
     assert output.metrics["clip_frac_high"] == pytest.approx(3 / 5)
     output.loss.backward()
     torch.testing.assert_close(logprobs.grad, _tensor([[0.0, 0.0, 0.0], [2 / 5, 2 / 5, 0.0]]))
@@ -251,7 +253,7 @@ def test_ratio_uses_proximal_logprobs_when_given() -> None:
         behaviour_logprobs=torch.full((2, 3), -5.0, dtype=DTYPE),
         proximal_logprobs=torch.zeros(2, 3, dtype=DTYPE),
     )
-    metrics = grpo_loss(inputs, LossConfig()).metrics
+    metrics = grpo_loss(inputs, LossSettings()).metrics
     assert metrics["ratio_min"] == 1.0 and metrics["ratio_max"] == 1.0
 
 
@@ -263,10 +265,10 @@ def test_tis_weights_are_capped() -> None:
     inputs = hand_inputs(
         logprobs=proximal.clone().requires_grad_(True), behaviour_logprobs=behaviour, proximal_logprobs=proximal
     )
-    output = grpo_loss(inputs, LossConfig(off_policy="tis", off_policy_cap=2.0))
+    output = grpo_loss(inputs, LossSettings(off_policy="tis", off_policy_cap=2.0))
     assert output.loss.item() == pytest.approx((-6.0 + 2.0) / 5)
     assert output.metrics["off_policy_weight_mean"] == pytest.approx((3 * 2.0 + 2 * 0.5) / 5)
-    untruncated = grpo_loss(inputs, LossConfig(off_policy="tis", off_policy_cap=10.0))
+    untruncated = grpo_loss(inputs, LossSettings(off_policy="tis", off_policy_cap=10.0))
     assert untruncated.loss.item() == pytest.approx((-9.0 + 2.0) / 5)
 
 
@@ -278,8 +280,8 @@ def test_tis_with_proximal_equal_to_behaviour_matches_plain_loss(level: str) -> 
         logprobs=plain_inputs.logprobs.detach().clone().requires_grad_(True),
         proximal_logprobs=plain_inputs.behaviour_logprobs.clone(),
     )
-    plain = grpo_loss(plain_inputs, LossConfig(importance_level=level, kl_coef=0.1))
-    with_tis = grpo_loss(tis_inputs, LossConfig(importance_level=level, kl_coef=0.1, off_policy="tis"))
+    plain = grpo_loss(plain_inputs, LossSettings(importance_level=level, kl_coef=0.1))
+    with_tis = grpo_loss(tis_inputs, LossSettings(importance_level=level, kl_coef=0.1, off_policy="tis"))
     assert with_tis.metrics["off_policy_weight_mean"] == 1.0
     torch.testing.assert_close(plain.loss, with_tis.loss)
     plain.loss.backward()
@@ -288,8 +290,8 @@ def test_tis_with_proximal_equal_to_behaviour_matches_plain_loss(level: str) -> 
 
 
 def test_tis_without_proximal_is_a_no_op() -> None:
-    plain = grpo_loss(hand_inputs(), LossConfig())
-    with_cap = grpo_loss(hand_inputs(), LossConfig(off_policy="tis", off_policy_cap=2.0))
+    plain = grpo_loss(hand_inputs(), LossSettings())
+    with_cap = grpo_loss(hand_inputs(), LossSettings(off_policy="tis", off_policy_cap=2.0))
     assert plain.loss.item() == with_cap.loss.item()
     assert "off_policy_weight_mean" not in with_cap.metrics
 
@@ -298,7 +300,7 @@ def test_tis_without_proximal_is_a_no_op() -> None:
 @pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
 def test_all_zero_mask_gives_finite_zero_loss(level: str, aggregation: str) -> None:
     inputs = replace(random_inputs(seed=9), response_mask=torch.zeros(4, 6, dtype=DTYPE))
-    config = LossConfig(importance_level=level, aggregation=aggregation, kl_coef=0.1, entropy_coef=0.01)
+    config = LossSettings(importance_level=level, aggregation=aggregation, kl_coef=0.1, entropy_coef=0.01)
     output = grpo_loss(inputs, config)
     assert output.loss.item() == 0.0
     assert all(math.isfinite(value) for value in output.metrics.values())
@@ -316,7 +318,7 @@ def test_nan_and_inf_padding_do_not_leak(level: str) -> None:
         ref_logprobs=_tensor([[-1.0, -2.0, float("inf")], [-0.5, float("nan"), float("-inf")]]),
         entropy=_tensor([[0.3, 0.2, float("nan")], [0.1, float("inf"), float("nan")]]),
     )
-    output = grpo_loss(inputs, LossConfig(importance_level=level, kl_coef=0.1, entropy_coef=0.01))
+    output = grpo_loss(inputs, LossSettings(importance_level=level, kl_coef=0.1, entropy_coef=0.01))
     output.loss.backward()
     assert math.isfinite(output.loss.item())
     assert all(math.isfinite(value) for value in output.metrics.values())
@@ -345,7 +347,7 @@ def test_masked_mean_and_aggregation_helpers() -> None:
 )
 def test_random_inputs_give_finite_loss_and_gradient(seed: int, level: str, aggregation: str, estimator: str) -> None:
     inputs = random_inputs(seed=seed, spread=2.0)
-    config = LossConfig(
+    config = LossSettings(
         importance_level=level, aggregation=aggregation, kl_coef=0.1, kl_estimator=estimator, entropy_coef=0.01
     )
     output = grpo_loss(inputs, config)
@@ -374,7 +376,7 @@ def test_random_inputs_give_finite_loss_and_gradient(seed: int, level: str, aggr
 )
 def test_config_validation(overrides: dict) -> None:
     with pytest.raises(ValueError):
-        LossConfig(**overrides)
+        LossSettings(**overrides)
 
 
 @pytest.mark.parametrize(
@@ -398,10 +400,10 @@ def test_input_validation(overrides: dict, message: str) -> None:
 
 def test_missing_reference_or_entropy_is_rejected() -> None:
     with pytest.raises(ValueError, match="ref_logprobs"):
-        grpo_loss(hand_inputs(), LossConfig(kl_coef=0.1))
+        grpo_loss(hand_inputs(), LossSettings(kl_coef=0.1))
     with pytest.raises(ValueError, match="entropy"):
-        grpo_loss(hand_inputs(), LossConfig(entropy_coef=0.1))
-    assert math.isfinite(grpo_loss(hand_inputs(), LossConfig(kl_coef=0.0)).loss.item())
+        grpo_loss(hand_inputs(), LossSettings(entropy_coef=0.1))
+    assert math.isfinite(grpo_loss(hand_inputs(), LossSettings(kl_coef=0.0)).loss.item())
 
 
 def test_gather_token_logprobs_and_entropy_match_categorical() -> None:
@@ -433,3 +435,39 @@ def test_logit_helpers_reject_bad_shapes() -> None:
         gather_token_logprobs(torch.zeros(2, 3, 5), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError):
         token_entropy(torch.zeros(2, 5))
+
+
+def test_loss_config_protocol_names_exactly_the_loss_settings() -> None:
+    """LossSettings (config.py) is the one definition; the Protocol grpo_loss reads names the same settings."""
+    protocol = {name for name, value in vars(LossConfig).items() if isinstance(value, property)}
+    assert protocol == set(LossSettings.model_fields) | {"uses_proximal"}
+    defaults = grpo_loss(hand_inputs(), LossSettings())
+    explicit = grpo_loss(hand_inputs(), LossSettings(eps_low=0.2, eps_high=0.28, aggregation="token-mean"))
+    assert defaults.loss.item() == explicit.loss.item() == pytest.approx((-3.08 + 4.6) / 5, abs=1e-12)
+
+
+def _rows_cut_to_their_longest(inputs: LossInputs, rows: list[int]) -> LossInputs:
+    """The given rows, cut after their last response token (as the learner collates a micro-batch)."""
+    width = int(inputs.response_mask[rows].nonzero()[:, 1].max()) + 1
+    tensors = ("logprobs", "behaviour_logprobs", "response_mask", "ref_logprobs")
+    return LossInputs(advantages=inputs.advantages[rows], **{n: getattr(inputs, n)[rows, :width] for n in tensors})
+
+
+@pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_parts_weighted_by_aggregation_count_sum_to_the_whole(aggregation: str) -> None:
+    """How the learner accumulates micro-batches: part losses times count(part) / count(whole) add up."""
+    inputs = random_inputs(seed=3, batch_size=5, horizon=6)
+    config = LossSettings(aggregation=aggregation, max_response_tokens=6, kl_coef=0.1)
+    whole = grpo_loss(inputs, config).loss.item()
+    total = aggregation_count(inputs.response_mask, aggregation)
+    parts = [_rows_cut_to_their_longest(inputs, rows) for rows in ([0, 1], [2], [3, 4])]
+    summed = sum(grpo_loss(part, config).loss.item() * aggregation_count(part.response_mask, aggregation) / total
+                 for part in parts)
+    assert summed == pytest.approx(whole, rel=1e-12)
+
+
+def test_aggregation_count_per_aggregation() -> None:
+    mask = _tensor([[1, 1, 0], [0, 0, 0], [1, 0, 0]])
+    assert aggregation_count(mask, "token-mean") == 3.0
+    assert aggregation_count(mask, "seq-mean-token-mean") == 2.0
+    assert aggregation_count(mask, "seq-mean-token-sum-norm") == 3.0

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from mixgrpo.actors.loss import LossConfig, LossInputs, grpo_loss
+from mixgrpo.actors.loss import LossInputs, grpo_loss
 from mixgrpo.actors.off_policy import icepop_weights, off_policy_weights, sequence_mask_weights, tis_weights
+from mixgrpo.config import LossSettings
 
 DTYPE = torch.float64
 # Token ratios rho = exp(proximal - behaviour): row 0 = [3, 1, 0.25], row 1 = [1.5, 0.6, <padding>].
@@ -51,7 +52,7 @@ def test_grpo_loss_weights_the_policy_term_by_the_correction(method: str):
     logprobs = PROXIMAL.clone().requires_grad_(True)
     inputs = LossInputs(logprobs=logprobs, behaviour_logprobs=BEHAVIOUR, advantages=torch.tensor([1.0, -2.0], dtype=DTYPE),
                         response_mask=MASK, proximal_logprobs=PROXIMAL)
-    output = grpo_loss(inputs, LossConfig(off_policy=method, off_policy_cap=2.0))
+    output = grpo_loss(inputs, LossSettings(off_policy=method, off_policy_cap=2.0))
     weights = off_policy_weights(method, PROXIMAL, BEHAVIOUR, MASK, 2.0)
     token_losses = -torch.tensor([[1.0], [-2.0]], dtype=DTYPE) * weights
     assert output.loss.item() == pytest.approx(float(token_losses.sum() / MASK.sum()))

@@ -49,7 +49,8 @@ def make_config(*overrides: str) -> Config:
 
 
 def make_learner(config: Config) -> Learner:
-    return Learner(config.model, config.learner, config.algorithm.loss, config.generator.temperature, config.run.seed)
+    return Learner(config.model, config.learner, config.algorithm.loss, config.generator.temperature, config.run.seed,
+                   max_new_tokens=config.generator.max_new_tokens)
 
 
 def prompts(texts=("3+4=", "12+30=", "7+0=")) -> PromptBatch:

@@ -52,6 +52,7 @@ class Generator:
             behaviour_logprobs=sampled.logprobs,
             completion_text=sampled.texts,
             policy_version=np.full(len(prompts) * m, self.version, dtype=np.int64),
+            truncated=sampled.truncated,
         )
 
     def load_adapter(self, tensors: dict[str, torch.Tensor], version: int, rollback: bool = False) -> int:

@@ -6,9 +6,21 @@ micro-batches with gradient accumulation, all-reduces gradients across ranks
 (torch.distributed: gloo on CPU, NCCL on GPU), clips, steps AdamW with linear
 warm-up, and returns metrics plus (rank 0) the new adapter tensors.
 
-Micro-batch and rank losses are weighted by their share of the global
-aggregation count (tokens for token-mean, sequences otherwise), so K ranks with
-any micro-batch size follow the same trajectory as one rank on the whole batch.
+A train_step makes ``epochs`` x ``mini_batches`` optimizer steps (PPO epochs and
+mini-batches: verl's ppo_epochs / ppo_mini_batch_size, TRL's num_iterations)
+and returns once, after the last: the adapter version counts optimizer steps,
+the driver broadcasts once per rollout batch. Every step's ratio is taken
+against the same behaviour log-probs, so the PPO clip acts from the second
+optimizer step on. Mini-batches are contiguous ranges of the whole batch's rows
+(``TrainBatch.mini_batch_rows``), the same on every rank and in every epoch.
+
+Micro-batch and rank losses are weighted by their share of the mini-batch's
+global aggregation count (``loss.aggregation_count``: tokens, non-empty
+sequences or sequences), so K ranks with any micro-batch size follow the same
+trajectory as one rank on the whole batch. For Dr.GRPO's
+seq-mean-token-sum-norm that needs a constant L: ``max_response_tokens``, by
+default the generator's ``max_new_tokens``, never a micro-batch's longest
+completion.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from mixgrpo.actors.loss import (
     LossConfig,
     LossInputs,
     LossOutput,
+    aggregation_count,
     gather_token_logprobs,
     grpo_loss,
     token_entropy,
@@ -62,10 +75,19 @@ class _MicroBatch:
     response_mask: torch.Tensor  # (B, T)
     behaviour_logprobs: torch.Tensor  # (B, T)
     advantages: torch.Tensor  # (B,)
+    proximal_logprobs: torch.Tensor | None  # (B, T) learner log-probs before the update, when precomputed
 
 
-def _collate(batch: TrainBatch, rows: range, pad_id: int) -> _MicroBatch:
-    rows = list(rows)
+def _padded(rows: list[int], ragged: list[np.ndarray], width: int) -> torch.Tensor:
+    """(B, width) float32: each row's values, zero after its end."""
+    out = torch.zeros((len(rows), width))
+    for row, i in enumerate(rows):
+        out[row, : len(ragged[i])] = torch.as_tensor(ragged[i], dtype=torch.float32)
+    return out
+
+
+def _collate(batch: TrainBatch, rows: np.ndarray, pad_id: int, proximal: list[np.ndarray] | None) -> _MicroBatch:
+    rows = [int(i) for i in rows]
     full = [np.concatenate([batch.prompt_token_ids[i], batch.completion_token_ids[i]]) for i in rows]
     width = max(len(f) for f in full)
     t_max = max(max(len(batch.completion_token_ids[i]) for i in rows), 1)
@@ -74,7 +96,6 @@ def _collate(batch: TrainBatch, rows: range, pad_id: int) -> _MicroBatch:
     positions = torch.zeros((len(rows), t_max), dtype=torch.long)
     completion = torch.full((len(rows), t_max), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), t_max))
-    behaviour = torch.zeros((len(rows), t_max))
     for row, i in enumerate(rows):
         n_prompt, n_completion = len(batch.prompt_token_ids[i]), len(batch.completion_token_ids[i])
         input_ids[row, : len(full[row])] = torch.tensor(full[row])
@@ -82,22 +103,46 @@ def _collate(batch: TrainBatch, rows: range, pad_id: int) -> _MicroBatch:
         positions[row, :n_completion] = torch.arange(n_prompt - 1, n_prompt - 1 + n_completion)
         completion[row, :n_completion] = torch.tensor(batch.completion_token_ids[i])
         mask[row, :n_completion] = 1.0
-        behaviour[row, :n_completion] = torch.tensor(batch.behaviour_logprobs[i], dtype=torch.float32)
     return _MicroBatch(
-        input_ids, attention, positions, completion, mask, behaviour,
+        input_ids, attention, positions, completion, mask, _padded(rows, batch.behaviour_logprobs, t_max),
         torch.as_tensor(batch.advantages[rows], dtype=torch.float32),
+        _padded(rows, proximal, t_max) if proximal is not None else None,
     )
 
 
-def aggregation_count(response_mask: torch.Tensor, aggregation: str) -> float:
-    """Denominator of the aggregation: masked tokens (token-mean) or non-empty sequences."""
-    if aggregation == "token-mean":
-        return float(response_mask.sum())
-    return float((response_mask.sum(dim=1) > 0).sum())
+def _response_masks(batch: TrainBatch) -> torch.Tensor:
+    """(N, T) 0/1 mask of every row's completion tokens, for the aggregation counts."""
+    lengths = torch.tensor([len(c) for c in batch.completion_token_ids], dtype=torch.long)
+    horizon = max(int(lengths.max()) if len(lengths) else 0, 1)
+    return (torch.arange(horizon).unsqueeze(0) < lengths.unsqueeze(1)).float()
+
+
+def _with_constant_length(loss: LossSettings, max_new_tokens: int | None) -> LossSettings:
+    """The loss settings with Dr.GRPO's constant L resolved: max_response_tokens, else max_new_tokens."""
+    length = loss.max_response_tokens or max_new_tokens
+    if length is None and loss.aggregation == "seq-mean-token-sum-norm":
+        raise ValueError("algorithm.loss.aggregation=seq-mean-token-sum-norm needs a constant length: set "
+                         "algorithm.loss.max_response_tokens or give the Learner max_new_tokens")
+    return loss.model_copy(update={"max_response_tokens": length})
+
+
+def _loss_metric_names(config: LossConfig) -> list[str]:
+    """The metric names grpo_loss reports for the inputs the learner gives it (every rank reduces all of them,
+    also a rank whose shard is empty)."""
+    one = torch.zeros(1, 1)
+    inputs = LossInputs(logprobs=one, behaviour_logprobs=one, advantages=torch.zeros(1), response_mask=one + 1,
+                        ref_logprobs=one if config.kl_coef > 0 else None,
+                        entropy=one if config.entropy_coef > 0 else None,
+                        proximal_logprobs=one if config.uses_proximal else None)
+    return sorted(grpo_loss(inputs, config).metrics)
 
 
 class Learner:
-    """One rank of the LoRA learner group (``world_size`` = 1: a single learner)."""
+    """One rank of the LoRA learner group (``world_size`` = 1: a single learner).
+
+    ``max_new_tokens`` (the generator's completion cap) is Dr.GRPO's constant L
+    when ``loss.max_response_tokens`` is None; seq-mean-token-sum-norm needs one of them.
+    """
 
     def __init__(
         self,
@@ -108,11 +153,14 @@ class Learner:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        *,
+        max_new_tokens: int | None = None,
     ) -> None:
         torch.set_num_threads(learner.threads)
         torch.manual_seed(seed)
         self.config = learner
-        self.loss_config = LossConfig(**loss.model_dump())
+        self.loss_config: LossConfig = _with_constant_length(loss, max_new_tokens)
+        self.loss_metric_names = _loss_metric_names(self.loss_config)
         self.temperature = temperature
         self.rank, self.world_size = rank, world_size
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -149,12 +197,12 @@ class Learner:
             return 1.0
         return min(1.0, (optimizer_step + 1) / self.config.warmup_steps)
 
-    def _token_logprobs(self, micro: _MicroBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, T) log-probs of the completion tokens at the sampling temperature, and entropy if needed."""
+    def _token_logprobs(self, micro: _MicroBatch, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T) log-probs of the completion tokens at the sampling temperature, and entropy if asked."""
         logits = self.model(input_ids=micro.input_ids, attention_mask=micro.attention_mask).logits
         index = micro.target_positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
         logits = logits.gather(1, index).float() / self.temperature  # (B, T, V)
-        entropy = token_entropy(logits) if self.loss_config.entropy_coef > 0 else None
+        entropy = token_entropy(logits) if with_entropy else None
         return gather_token_logprobs(logits, micro.completion_ids), entropy
 
     def _reference_logprobs(self, micro: _MicroBatch) -> torch.Tensor | None:
@@ -162,6 +210,21 @@ class Learner:
             return None
         with torch.no_grad(), self.model.disable_adapter():
             return self._token_logprobs(micro)[0]
+
+    @torch.no_grad()
+    def _proximal_logprobs(self, batch: TrainBatch) -> list[np.ndarray]:
+        """(N,) ragged: this learner's log-probs of every completion before the update.
+
+        The proximal policy of the off-policy correction must stay the pre-update
+        policy through all optimizer steps of the batch, so it is computed once, first.
+        """
+        ragged = []
+        for start in range(0, len(batch), self.config.micro_batch_size):
+            rows = np.arange(start, min(start + self.config.micro_batch_size, len(batch)))
+            micro = _collate(batch, rows, self.pad_id, None)
+            logprobs = self._token_logprobs(micro)[0].cpu().numpy()
+            ragged += [logprobs[row, : len(batch.completion_token_ids[i])] for row, i in enumerate(rows)]
+        return ragged
 
     def _all_reduce_sums(self, values: dict[str, float]) -> dict[str, float]:
         """Sum every value over the ranks in one collective (keys sorted: the same order on every rank)."""
@@ -173,47 +236,86 @@ class Learner:
         return dict(zip(keys, tensor.tolist()))
 
     def train_step(self, batch: TrainBatch) -> LearnerResult:
-        """One optimizer step on this rank's shard of the step's batch."""
+        """``epochs`` x ``mini_batches`` optimizer steps on this rank's shard of the step's batch.
+
+        Metrics: the loss metrics averaged over the optimizer steps (clip_frac/last: the
+        last one's), optimizer_steps taken, grad_norm averaged over them, and the
+        generator/learner log-prob gap measured in the first step (before any update).
+        """
         self.model.train()
-        micro_batches = [
-            _collate(batch, range(start, min(start + self.config.micro_batch_size, len(batch))), self.pad_id)
-            for start in range(0, len(batch), self.config.micro_batch_size)
-        ]
-        local_count = sum(aggregation_count(mb.response_mask, self.loss_config.aggregation) for mb in micro_batches)
-        global_count = max(self._all_reduce_sums({"count": local_count})["count"], 1.0)
+        aggregation = self.loss_config.aggregation
+        masks = _response_masks(batch)
+        mini_batches = batch.mini_batch_rows(self.config.mini_batches)
+        counts = self._all_reduce_sums({f"count/{j:04d}": aggregation_count(masks[rows], aggregation)
+                                        for j, rows in enumerate(mini_batches)})
+        plan = [(rows, counts[f"count/{j:04d}"]) for j, rows in enumerate(mini_batches)
+                if counts[f"count/{j:04d}"] > 0] * self.config.epochs
+        several = len(plan) > 1
+        proximal = self._proximal_logprobs(batch) if self.loss_config.uses_proximal and several else None
         poisoned = failpoint("loss", f"learner-{self.rank}", self.calls) == "corrupt"
-        sums: dict[str, float] = {"time_forward": 0.0, "time_backward": 0.0}
-        gap_sum, gap_max = 0.0, 0.0
-        for micro in micro_batches:
+        totals = dict.fromkeys(["time_forward", "time_backward", "time_optimizer", *self.loss_metric_names], 0.0)
+        grad_norms: list[float] = []
+        first, last = {}, {}
+        for index, (rows, count) in enumerate(plan):
+            sums = self._accumulate(batch, rows, count, proximal, poisoned)
+            if index == 0:
+                failpoint("train_step", f"learner-{self.rank}", self.calls)
+                first = sums
+            for key in ("time_forward", "time_backward"):
+                totals[key] += sums.pop(key)
+            for key, value in sums["loss_metrics"].items():
+                totals[key] = totals.get(key, 0.0) + value / len(plan)
+            last = sums["loss_metrics"]
+            started = time.monotonic()
+            grad_norms.append(self._apply_gradients())
+            totals["time_optimizer"] += time.monotonic() - started
+        self.calls += 1
+        totals.update({"clip_frac/last": last.get("clip_frac", 0.0), "tokens": first.get("tokens", 0.0),
+                       "gap": first.get("gap", 0.0)})
+        metrics = self._all_reduce_sums(totals)
+        tokens, gap_total = metrics.pop("tokens"), metrics.pop("gap")
+        metrics["logprob_mismatch_mean"] = gap_total / max(tokens, 1.0)
+        metrics["logprob_mismatch_max"] = first.get("gap_max", 0.0)
+        metrics.update(self._optimizer_metrics(grad_norms))
+        self.model.eval()
+        adapter = self.adapter_tensors() if self.rank == 0 else None
+        return LearnerResult(version=self.version, metrics=metrics, adapter=adapter)
+
+    def _accumulate(self, batch: TrainBatch, rows: np.ndarray, global_count: float,
+                    proximal: list[np.ndarray] | None, poisoned: bool) -> dict[str, Any]:
+        """Forward and backward over this rank's rows of one mini-batch, micro-batch by micro-batch.
+
+        Each micro-batch's loss (and metrics) is weighted by its share of the mini-batch's
+        aggregation count over all ranks, so the accumulated gradient, summed over the
+        ranks, is the gradient of the whole mini-batch's loss. Returns the weighted loss
+        metrics, forward/backward seconds, completion tokens and the |generator - learner|
+        log-prob gap (sum and max).
+        """
+        result: dict[str, Any] = {"time_forward": 0.0, "time_backward": 0.0, "tokens": 0.0, "gap": 0.0,
+                                  "gap_max": 0.0, "loss_metrics": {}}
+        for start in range(0, len(rows), self.config.micro_batch_size):
+            micro = _collate(batch, rows[start : start + self.config.micro_batch_size], self.pad_id, proximal)
             share = aggregation_count(micro.response_mask, self.loss_config.aggregation) / global_count
             started = time.monotonic()
             output, gap = self._micro_step(micro)
             forward_done = time.monotonic()
             (output.loss * (float("nan") if poisoned else share)).backward()
-            sums["time_forward"] += (forward_done - started) / self.world_size
-            sums["time_backward"] += (time.monotonic() - forward_done) / self.world_size
+            result["time_forward"] += (forward_done - started) / self.world_size
+            result["time_backward"] += (time.monotonic() - forward_done) / self.world_size
             for key, value in output.metrics.items():
-                sums[key] = sums.get(key, 0.0) + value * share
-            gap_sum, gap_max = gap_sum + float(gap.sum()), max(gap_max, float(gap.max()))
-        failpoint("train_step", f"learner-{self.rank}", self.calls)
-        self.calls += 1
-        sums["tokens"] = sum(float(mb.response_mask.sum()) for mb in micro_batches)
-        sums["gap"] = gap_sum
-        metrics = self._all_reduce_sums(sums)
-        tokens, gap_total = metrics.pop("tokens"), metrics.pop("gap")
-        metrics["logprob_mismatch_mean"] = gap_total / max(tokens, 1.0)
-        metrics["logprob_mismatch_max"] = gap_max
-        started = time.monotonic()
-        metrics.update(self._apply_gradients())
-        metrics["time_optimizer"] = time.monotonic() - started
-        self.model.eval()
-        adapter = self.adapter_tensors() if self.rank == 0 else None
-        return LearnerResult(version=self.version, metrics=metrics, adapter=adapter)
+                result["loss_metrics"][key] = result["loss_metrics"].get(key, 0.0) + value * share
+            result["tokens"] += float(micro.response_mask.sum())
+            result["gap"] += float(gap.sum())
+            result["gap_max"] = max(result["gap_max"], float(gap.max()))
+        return result
 
     def _micro_step(self, micro: _MicroBatch) -> tuple[LossOutput, torch.Tensor]:
         """Loss of one micro-batch, and its (B, T) |generator - learner| log-prob gap."""
-        logprobs, entropy = self._token_logprobs(micro)
+        logprobs, entropy = self._token_logprobs(micro, with_entropy=self.loss_config.entropy_coef > 0)
         gap = (logprobs.detach() - micro.behaviour_logprobs).abs() * micro.response_mask
+        proximal = micro.proximal_logprobs
+        if proximal is None and self.loss_config.uses_proximal:
+            proximal = logprobs.detach()  # one optimizer step: the current weights are the pre-update ones
         inputs = LossInputs(
             logprobs=logprobs,
             behaviour_logprobs=micro.behaviour_logprobs,
@@ -224,17 +326,21 @@ class Learner:
             # The PPO ratio is taken against the generator's behaviour log-probs (off-policy
             # correct in async mode); with an off-policy correction the learner's own pre-update
             # log-probs become the proximal policy and the generator gap is reweighted instead.
-            proximal_logprobs=logprobs.detach() if self.loss_config.uses_proximal else None,
+            proximal_logprobs=proximal,
         )
         return grpo_loss(inputs, self.loss_config), gap
 
-    def _apply_gradients(self) -> dict[str, float]:
-        """All-reduce, clip, and step unless the update is not finite (then skip, counted)."""
+    def _apply_gradients(self) -> float:
+        """All-reduce (one fused collective), clip, and step unless the update is not finite.
+
+        Returns the gradient norm before clipping (NaN when the step was skipped, counted).
+        """
         if self.world_size > 1:
-            for parameter in self.trainable:
-                if parameter.grad is None:
-                    parameter.grad = torch.zeros_like(parameter)
-                dist.all_reduce(parameter.grad)
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.trainable]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            for parameter, reduced in zip(self.trainable, flat.split([g.numel() for g in grads])):
+                parameter.grad = reduced.view_as(parameter)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm))
         finite = math.isfinite(grad_norm)  # any NaN/inf gradient makes the total norm non-finite
         if finite:
@@ -244,11 +350,17 @@ class Learner:
         else:
             self.skipped_steps += 1
         self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm if finite else float("nan")
+
+    def _optimizer_metrics(self, grad_norms: list[float]) -> dict[str, float]:
+        """grad_norm (mean over the applied steps), lr, optimizer_steps, skipped_steps (all time), step_skipped."""
+        applied = [g for g in grad_norms if math.isfinite(g)]
         return {
-            "grad_norm": grad_norm if finite else float("nan"),
+            "grad_norm": float(np.mean(applied)) if applied else float("nan"),
             "lr": self.scheduler.get_last_lr()[0],
+            "optimizer_steps": float(len(applied)),
             "skipped_steps": float(self.skipped_steps),
-            "step_skipped": 0.0 if finite else 1.0,
+            "step_skipped": 0.0 if applied else 1.0,  # the adapter did not change: nothing to broadcast
         }
 
     def adapter_tensors(self) -> dict[str, torch.Tensor]:

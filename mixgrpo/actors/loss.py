@@ -25,7 +25,7 @@ Which "old" log-probs the ratio uses:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, get_args
+from typing import Callable, Literal, Protocol, get_args
 
 import torch
 from torch import Tensor
@@ -47,53 +47,59 @@ def _check_choice(name: str, value: str, choices: object) -> None:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
-@dataclass(frozen=True)
-class LossConfig:
-    """Hyper-parameters of :func:`grpo_loss` (Shao et al. 2024, eq. 3)."""
+class LossConfig(Protocol):
+    """The settings :func:`grpo_loss` reads (Shao et al. 2024, eq. 3).
 
-    eps_low: float = 0.2
-    """PPO clip lower side: the ratio is clipped at 1 - eps_low (Schulman et al. 2017, eq. 7)."""
-    eps_high: float = 0.2
-    """PPO clip upper side: 1 + eps_high; > eps_low is DAPO's clip-higher (Yu et al. 2025)."""
-    importance_level: ImportanceLevel = "token"
-    """"token": per-token ratios (PPO/GRPO); "sequence": GSPO length-normalised sequence ratio."""
-    kl_coef: float = 0.0
-    """beta of the KL-to-reference penalty; 0 disables it (ref_logprobs may then be None)."""
-    kl_estimator: KlEstimator = "k3"
-    """Per-token KL estimator (Schulman 2020): k1 = log(pi/ref), k2 = log^2/2, k3 = ref/pi - log(ref/pi) - 1."""
-    entropy_coef: float = 0.0
-    """Entropy bonus: loss -= entropy_coef * entropy (entropy must then be given)."""
-    aggregation: Aggregation = "token-mean"
-    """How masked token losses become a scalar; see :func:`aggregate_token_losses`."""
-    max_response_tokens: int | None = None
-    """Constant L of "seq-mean-token-sum-norm" (Dr.GRPO); None uses the batch's T."""
-    off_policy: OffPolicy = "none"
-    """Generator/learner gap correction (tis, seq_mask, icepop; see actors/off_policy.py); needs proximal_logprobs."""
-    off_policy_cap: float = 2.0
-    """C >= 1: the tis cap min(rho, C), or the band [1/C, C] of icepop (tokens) and seq_mask (sequences)."""
+    Their one definition (names, defaults, bounds, docstrings) is
+    ``mixgrpo.config.LossSettings``: this module must not import mixgrpo, so it
+    states what it reads as a Protocol instead of keeping a second dataclass (two
+    copies had drifted apart). Any object with these attributes works; values are
+    validated where LossSettings is built, not here.
+    """
 
-    def __post_init__(self) -> None:
-        _check_choice("importance_level", self.importance_level, ImportanceLevel)
-        _check_choice("kl_estimator", self.kl_estimator, KlEstimator)
-        _check_choice("aggregation", self.aggregation, Aggregation)
-        if not 0.0 <= self.eps_low < 1.0:
-            raise ValueError(f"eps_low must be in [0, 1) so the lower clip bound stays positive, got {self.eps_low}")
-        if not self.eps_high >= 0.0:
-            raise ValueError(f"eps_high must be >= 0, got {self.eps_high}")
-        if not self.kl_coef >= 0.0:
-            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
-        if not self.entropy_coef >= 0.0:
-            raise ValueError(f"entropy_coef must be >= 0, got {self.entropy_coef}")
-        if self.max_response_tokens is not None and self.max_response_tokens < 1:
-            raise ValueError(f"max_response_tokens must be >= 1 or None, got {self.max_response_tokens}")
-        _check_choice("off_policy", self.off_policy, OffPolicy)
-        if not self.off_policy_cap >= 1.0:
-            raise ValueError(f"off_policy_cap must be >= 1, got {self.off_policy_cap}")
+    @property
+    def eps_low(self) -> float:
+        """PPO clip lower side: the ratio is clipped at 1 - eps_low (Schulman et al. 2017, eq. 7)."""
+
+    @property
+    def eps_high(self) -> float:
+        """PPO clip upper side: 1 + eps_high; > eps_low is DAPO's clip-higher (Yu et al. 2025)."""
+
+    @property
+    def importance_level(self) -> ImportanceLevel:
+        """"token": per-token ratios (PPO/GRPO); "sequence": GSPO length-normalised sequence ratio."""
+
+    @property
+    def kl_coef(self) -> float:
+        """beta of the KL-to-reference penalty; 0 disables it (ref_logprobs may then be None)."""
+
+    @property
+    def kl_estimator(self) -> KlEstimator:
+        """Per-token KL estimator (Schulman 2020): k1, k2 or k3."""
+
+    @property
+    def entropy_coef(self) -> float:
+        """Entropy bonus: loss -= entropy_coef * entropy (entropy must then be given)."""
+
+    @property
+    def aggregation(self) -> Aggregation:
+        """How masked token losses become a scalar; see :func:`aggregate_token_losses`."""
+
+    @property
+    def max_response_tokens(self) -> int | None:
+        """Constant L of "seq-mean-token-sum-norm" (Dr.GRPO); None uses the micro-batch's T."""
+
+    @property
+    def off_policy(self) -> OffPolicy:
+        """Generator/learner gap correction (tis, seq_mask, icepop; see actors/off_policy.py)."""
+
+    @property
+    def off_policy_cap(self) -> float:
+        """C >= 1: the tis cap, or the band [1/C, C] of icepop and seq_mask."""
 
     @property
     def uses_proximal(self) -> bool:
         """True when the loss needs the learner's proximal log-probs (an off-policy correction is on)."""
-        return self.off_policy != "none"
 
 
 @dataclass(frozen=True)
@@ -213,6 +219,23 @@ def aggregate_token_losses(
         return (sequence_means * has_tokens).sum() / has_tokens.sum().clamp(min=1.0)
     horizon = max_response_tokens if max_response_tokens is not None else token_losses.shape[-1]
     return (sequence_sums / horizon).mean()
+
+
+def aggregation_count(mask: Tensor, aggregation: Aggregation) -> float:
+    """Denominator of :func:`aggregate_token_losses` over a (B, T) 0/1 mask.
+
+    token-mean: masked tokens; seq-mean-token-mean: sequences with at least one
+    token; seq-mean-token-sum-norm: all B sequences. A batch cut into parts
+    whose aggregated losses are weighted by count(part) / count(whole) sums to the
+    aggregated loss of the whole batch (for seq-mean-token-sum-norm only with a
+    constant max_response_tokens): how the learner accumulates micro-batches and ranks.
+    """
+    _check_choice("aggregation", aggregation, Aggregation)
+    if aggregation == "token-mean":
+        return float(mask.sum())
+    if aggregation == "seq-mean-token-mean":
+        return float((mask.sum(dim=-1) > 0).sum())
+    return float(mask.shape[0])
 
 
 def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: KlEstimator) -> Tensor:

@@ -26,6 +26,7 @@ class LearnerGroup:
             remote_learner.options(**options).remote(
                 config.model, config.learner, config.algorithm.loss,
                 config.generator.temperature, config.run.seed, rank, world_size,
+                max_new_tokens=config.generator.max_new_tokens,
             )
             for rank, options in enumerate(options_per_rank)
         ]

@@ -1,4 +1,11 @@
-"""One GRPO step against live actors: rollouts -> rewards -> mixer -> learner -> broadcast -> record."""
+"""One GRPO step against live actors: rollouts -> rewards -> mixer -> learner -> broadcast -> record.
+
+A completion whose every reward channel is null gets advantage 0 from the mixer and is left
+out of the policy loss altogether (``loss_rows``: neither gradient nor a place in the
+aggregation's denominator), counted as ``completion/all_null_frac``; so is a truncated
+completion with ``algorithm.overlong: mask`` (``completion/truncated_frac``). A step where
+every channel of every completion is null does not train at all (``run.max_all_null_steps``).
+"""
 
 from __future__ import annotations
 
@@ -76,10 +83,11 @@ class StepLoop:
                                    f"consecutive steps ({_channel_summary(self.config, scores)})")
             return {"all_null_step": 1.0}
         self.all_null_in_row = 0
-        result = self.learner.train_step(TrainBatch(
-            rollouts.prompt_token_ids, rollouts.completion_token_ids, rollouts.behaviour_logprobs,
-            advantages.astype(np.float32),
-        ))
+        rows = loss_rows(scores.rewards, rollouts.truncated, self.config.algorithm.overlong)
+        if len(rows) == 0:
+            return {"loss_rows_frac": 0.0, "no_loss_rows": 1.0}  # e.g. every completion truncated, overlong=mask
+        result = self.learner.train_step(TrainBatch.from_rollouts(rollouts, advantages, rows))
+        result.metrics["loss_rows_frac"] = len(rows) / len(rollouts)
         mark = timer.add("learn", mark)
         if result.metrics.get("step_skipped"):
             self.skipped_in_row += 1
@@ -115,8 +123,27 @@ class StepLoop:
                 metrics[f"failures/{name}/{counter}"] = float(count)
         metrics["advantage/abs_mean"] = float(np.abs(advantages).mean())
         metrics["completion_tokens/mean"] = float(rollouts.completion_lengths.mean())
+        metrics["completion/truncated_frac"] = float(rollouts.truncated.mean())
+        metrics["completion/all_null_frac"] = float((~np.isfinite(scores.rewards).any(axis=1)).mean())
         metrics.update({f"learner/{k}": v for k, v in learner_metrics.items()})
         return metrics
+
+
+def loss_rows(rewards: np.ndarray, truncated: np.ndarray, overlong: str) -> np.ndarray:
+    """Indices of the completions the policy loss uses; rewards: (N, R), NaN = null; truncated: (N,) bool.
+
+    Left out: a completion whose every channel is null (nothing measured it; the mixer gives it
+    advantage 0) and, with overlong=mask, one cut at max_new_tokens without EOS (its rewards judge
+    a cut-off text). Left out means absent from the learner's batch: no gradient from any term and
+    not in the aggregation's denominator. Advantage 0 alone would keep them in the denominator and
+    under the KL and entropy terms, so a channel outage or many truncations would silently shrink
+    the update of the completions that were measured. They still count in their group's statistics
+    (as in DAPO, where the overlong mask applies to the loss, after the advantages).
+    """
+    keep = np.isfinite(rewards).any(axis=1)
+    if overlong == "mask":
+        keep &= ~truncated
+    return np.flatnonzero(keep)
 
 
 def _channel_summary(config: Config, scores: StepScores) -> str:

@@ -143,7 +143,9 @@ def compute_advantages(
     Returns:
         :class:`MixResult`; ``.advantages`` ``(P, m)`` float64, always finite.
         Completions without signal (no present channel of positive weight; for
-        ``"single"``, channel 0 null) get 0 and are flagged ``no_signal``.
+        ``"single"``, channel 0 null) get 0 and are flagged ``no_signal``. One
+        whose every channel is null is, besides, left out of the policy loss
+        by the step loop (``orchestrator.step.loss_rows``), not just given 0.
 
     Raises:
         ValueError: on malformed inputs or options, or when the reward

@@ -17,6 +17,8 @@ class SampledCompletions:
     token_ids: list[np.ndarray]
     logprobs: list[np.ndarray]
     texts: list[str]
+    truncated: np.ndarray
+    """(N,) bool: the completion hit max_new_tokens without EOS."""
 
 
 class GenerationBackend(Protocol):

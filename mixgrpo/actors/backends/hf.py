@@ -48,6 +48,7 @@ class HFBackend:
             token_ids=token_ids,
             logprobs=[logprobs[i, :n].numpy().astype(np.float32) for i, n in enumerate(lengths)],
             texts=self.tokenizer.batch_decode(token_ids, skip_special_tokens=True),
+            truncated=~(new_tokens == self.tokenizer.eos_token_id).any(dim=1).numpy(),  # no EOS in the cap
         )
 
     def load_adapter(self, tensors: dict[str, torch.Tensor], version: int) -> None:

@@ -192,7 +192,7 @@ class VLLMBackend:
         prompts = [{"prompt_token_ids": [int(t) for t in ids]} for ids in prompt_token_ids]
         params = self.sampling_params(len(prompts), group_size, seed)
         outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora_request)
-        token_ids, logprobs = [], []
+        token_ids, logprobs, truncated = [], [], []
         for request in outputs:
             if len(request.outputs) != group_size:
                 raise RuntimeError(f"vLLM returned {len(request.outputs)} completions, expected {group_size}")
@@ -200,10 +200,12 @@ class VLLMBackend:
                 tokens = np.asarray(completion.token_ids, dtype=np.int64)
                 token_ids.append(tokens)
                 logprobs.append(_sampled_logprobs(completion.logprobs, tokens))
+                truncated.append(completion.finish_reason == "length")
         return SampledCompletions(
             token_ids=token_ids,
             logprobs=logprobs,
             texts=self.tokenizer.batch_decode(token_ids, skip_special_tokens=True),
+            truncated=np.array(truncated, dtype=bool),
         )
 
     def load_adapter(self, tensors: dict[str, torch.Tensor], version: int) -> None:
