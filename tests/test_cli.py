@@ -49,7 +49,7 @@ def test_prompt_file_without_prompt_column(tmp_path, capsys):
     path = _prompt_file_without_prompt(tmp_path)
     assert main(["train", "--set", "task.kind=file", "--set", f"task.path={path}", "--out", str(tmp_path / "r")]) == 2
     error = capsys.readouterr().err
-    assert "has no 'prompt' column" in error and str(path) in error
+    assert "no 'prompt' column (columns: question, answer)" in error and str(path) in error
     assert not ray.is_initialized()
 
 

@@ -195,12 +195,13 @@ def test_missing_file_and_non_mapping_top_level(tmp_path):
     assert str(raised.value) == f"{listing}: top level must be a mapping of sections"
 
 
-def test_empty_yaml_needs_reward_channels(tmp_path):
+def test_empty_yaml_says_the_file_is_empty(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     with pytest.raises(ConfigError) as raised:
         load_config(empty)
-    assert str(raised.value) == "config error at rewards: at least one reward channel is required"
+    assert str(raised.value) == (f"config file {empty} is empty "
+                                 "(config error at rewards: at least one reward channel is required)")
     one = load_config(empty, ["rewards=[{name: a, kind: regex}]"])
     assert one.channel_names == ["a"]
     assert one.run.steps == 40  # RunConfig default

@@ -204,19 +204,45 @@ def test_jsonl_line_that_is_not_an_object(tmp_path):
     assert str(raised.value) == f"{path}:2: each line must be a JSON object"
 
 
-@pytest.mark.parametrize("bad_row", [{"question": "a"}, {"prompt": ""}, {"prompt": 3}, {"prompt": None}])
-def test_row_without_prompt(tmp_path, bad_row):
-    path = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "ok"}, bad_row])
+@pytest.mark.parametrize("bad_row, problem", [
+    ({"question": "a"}, "no 'prompt' column (a non-empty string)"),
+    ({"prompt": ""}, "'prompt' must be a non-empty string, got an empty string"),
+    ({"prompt": 3}, "'prompt' must be a non-empty string, got int"),
+    ({"prompt": None}, "'prompt' must be a non-empty string, got null"),
+])
+def test_row_without_prompt_names_the_file_line_and_the_type(tmp_path, bad_row, problem):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"prompt": "ok"}) + "\n\n" + json.dumps(bad_row) + "\n")  # blank lines count
     with pytest.raises(PromptFileError) as raised:
         read_prompt_file(path)
-    assert str(raised.value) == f"{path}: row 2 has no 'prompt' column (a non-empty string)"
+    assert str(raised.value) == f"{path}: line 3: {problem}"
 
 
 def test_parquet_without_prompt_column(tmp_path):
     path = tmp_path / "noprompt.parquet"
     pq.write_table(pa.table({"question": ["a", "b"]}), path)
-    with pytest.raises(PromptFileError, match="row 1 has no 'prompt' column"):
+    with pytest.raises(PromptFileError) as raised:
         read_prompt_file(path)
+    assert str(raised.value) == f"{path}: no 'prompt' column (columns: question)"
+
+
+def test_parquet_prompt_of_the_wrong_arrow_type_or_null(tmp_path):
+    numbers = tmp_path / "numbers.parquet"
+    pq.write_table(pa.table({"prompt": pa.array([1, 2], type=pa.int64())}), numbers)
+    with pytest.raises(PromptFileError) as raised:
+        read_prompt_file(numbers)
+    assert str(raised.value) == f"{numbers}: 'prompt' must be a non-empty string, got Arrow type int64"
+    nulls = tmp_path / "nulls.parquet"
+    pq.write_table(pa.table({"prompt": pa.array(["a", "b", None], type=pa.string())}), nulls)
+    with pytest.raises(PromptFileError) as raised:
+        read_prompt_file(nulls)
+    assert str(raised.value) == f"{nulls}: row index 2: 'prompt' must be a non-empty string, got null"
+
+
+def test_prompt_file_that_is_a_directory(tmp_path):
+    with pytest.raises(PromptFileError) as raised:
+        read_prompt_file(tmp_path)
+    assert str(raised.value) == f"prompt file is a directory: {tmp_path}"
 
 
 def test_corrupt_parquet(tmp_path):

@@ -37,6 +37,7 @@ from mixgrpo.analysis.thm3 import ScoreSample
 from mixgrpo.batch import PromptBatch, RolloutBatch
 from mixgrpo.builtin import resolve_model_path
 from mixgrpo.config import Config, load_config
+from mixgrpo.errors import InputError
 from mixgrpo.tasks import make_task
 
 STEP_OFFSET = 1_000_000
@@ -62,10 +63,10 @@ def load_run(run_dir: Path, overrides: list[str]) -> tuple[Config, Path]:
     """The run's resolved config (with overrides) and its final adapter directory."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"--from-run {run_dir}: not a run directory (config.yaml missing)")
+        raise InputError(f"--from-run {run_dir}: not a run directory (config.yaml missing)")
     adapter = run_dir / "adapter"
     if not (adapter / "adapter_model.safetensors").is_file():
-        raise FileNotFoundError(f"--from-run {run_dir}: no final adapter (adapter/adapter_model.safetensors missing)")
+        raise InputError(f"--from-run {run_dir}: no final adapter (adapter/adapter_model.safetensors missing)")
     return load_config(run_dir / "config.yaml", overrides), adapter
 
 
@@ -112,7 +113,7 @@ def _prompts(config: Config, count: int) -> PromptBatch:
     """The first ``count`` prompts of the run's task pool (distinct for the toy task)."""
     pool = make_task(config.task, config.run.seed).pool
     if count > len(pool):
-        raise ValueError(f"--prompts {count}: the task has only {len(pool)} prompts")
+        raise InputError(f"--prompts {count}: the task has only {len(pool)} prompts")
     return pool.take(np.arange(count))
 
 

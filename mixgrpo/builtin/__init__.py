@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from mixgrpo.errors import InputError
 from mixgrpo.runtime import cache_root
 
 BUILTIN_PREFIX = "builtin:"
@@ -31,7 +32,7 @@ def check_builtin_name(path: str) -> None:
     """Raise ValueError unless ``path`` names a known builtin language model."""
     if path.removeprefix(BUILTIN_PREFIX) not in LANGUAGE_MODELS:
         known = ", ".join(BUILTIN_PREFIX + name for name in LANGUAGE_MODELS)
-        raise ValueError(f"unknown builtin model {path!r}; known: {known}")
+        raise InputError(f"unknown builtin model {path!r}; known: {known}")
 
 
 def resolve_model_path(path: str, seed: int = 0) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 import ray
 import torch
 
+from mixgrpo.errors import InputError
 from mixgrpo.actors.generator import Generator
 from mixgrpo.actors.learner import Learner
 from mixgrpo.batch import TrainBatch
@@ -93,7 +94,7 @@ def analyse(collector: SpanCollector, config: Config, warmup: int) -> BenchFigur
     """Throughput, busy fractions and the verdict from the steps after ``warmup``."""
     measured = [m for m in collector.step_metrics if m["step"] >= warmup]
     if not measured:
-        raise ValueError(f"no steps after the {warmup} warm-up steps: raise --steps")
+        raise InputError(f"no steps after the {warmup} warm-up steps: raise --steps")
     steps = {int(m["step"]) for m in measured}
     spans = [s for s in collector.spans if s.step in steps]
     window_start = min(s.start for s in spans if s.lane == "driver")
@@ -191,7 +192,7 @@ def sweep_points(sweeps: list[str]) -> list[dict[str, str]]:
     for sweep in sweeps:
         key, sep, values = sweep.partition("=")
         if not sep or not key or not values:
-            raise ValueError(f"--sweep {sweep!r} is not of the form KEY=V1,V2")
+            raise InputError(f"--sweep {sweep!r} is not of the form KEY=V1,V2")
         axes.append([(key, value) for value in values.split(",")])
     return [dict(point) for point in itertools.product(*axes)] if axes else [{}]
 

@@ -1,4 +1,9 @@
-"""The ``mixgrpo`` command line: subcommands are the modules of ``mixgrpo.orchestrator.commands``."""
+"""The ``mixgrpo`` command line: subcommands are the modules of ``mixgrpo.orchestrator.commands``.
+
+Exit codes: 0 done; 2 bad input (an ``InputError``: one line, the traceback only with ``--debug``);
+1 anything else, with its traceback (a bug, never dressed up as a user mistake); 130 / 143 a run
+stopped by Ctrl-C / SIGTERM after its checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,12 @@ import importlib
 import logging
 import pkgutil
 import sys
+import traceback
 from types import ModuleType
 
-from mixgrpo.config import ConfigError
+from mixgrpo.errors import InputError
 from mixgrpo.orchestrator import commands
-
-_EXPECTED_ERRORS = (ConfigError, ValueError, FileNotFoundError, FileExistsError)
+from mixgrpo.orchestrator.interrupt import TrainingInterrupted
 
 
 def _command_modules() -> list[ModuleType]:
@@ -27,6 +32,7 @@ def _command_modules() -> list[ModuleType]:
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     """The argument parser of every subcommand, and the modules by command name."""
     parser = argparse.ArgumentParser(prog="mixgrpo", description="Multi-reward GRPO on Ray.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of input errors too")
     subparsers = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for module in _command_modules():
@@ -44,9 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return modules[args.command].run(args)
-    except _EXPECTED_ERRORS as error:
-        print(f"mixgrpo: error: {error}", file=sys.stderr)
+    except InputError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"mixgrpo: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stopped:
+        print(f"mixgrpo: {stopped}", file=sys.stderr)
+        return stopped.exit_code
+    except KeyboardInterrupt:  # outside a run's step loop (which handles the signal itself)
+        print("mixgrpo: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from mixgrpo.analysis.compare_report import (
 )
 from mixgrpo.builtin import resolve_model_path
 from mixgrpo.config import Config, ConfigError, config_from_dict
+from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.driver import preflight, train
 from mixgrpo.orchestrator.placement import plan_slots, start_ray
 from mixgrpo.rewards.mixer import ADVANTAGE_MODES
@@ -82,13 +83,13 @@ def parse_target(text: str, channel_names: list[str]) -> Target:
     """``CHANNEL=VALUE`` -> Target (ValueError naming the problem)."""
     channel, sep, value = text.partition("=")
     if not sep or not channel.strip():
-        raise ValueError(f"--target {text!r} is not CHANNEL=VALUE")
+        raise InputError(f"--target {text!r} is not CHANNEL=VALUE")
     if channel.strip() not in channel_names:
-        raise ValueError(f"--target {text!r}: no channel {channel.strip()!r}; channels: {channel_names}")
+        raise InputError(f"--target {text!r}: no channel {channel.strip()!r}; channels: {channel_names}")
     try:
         return Target(channel.strip(), float(value))
     except ValueError:
-        raise ValueError(f"--target {text!r}: {value!r} is not a number") from None
+        raise InputError(f"--target {text!r}: {value!r} is not a number") from None
 
 
 def parse_seeds(text: str, base_seed: int) -> list[int]:
@@ -97,10 +98,10 @@ def parse_seeds(text: str, base_seed: int) -> list[int]:
         seeds = [int(v) for v in text.split(",") if v.strip()]
     else:
         if int(text) < 1:
-            raise ValueError(f"--seeds {text}: need at least one seed")
+            raise InputError(f"--seeds {text}: need at least one seed")
         seeds = [base_seed + i for i in range(int(text))]
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds {text}: repeated seed")
+        raise InputError(f"--seeds {text}: repeated seed")
     return seeds
 
 
@@ -109,7 +110,7 @@ def plan_runs(config: Config, modes: list[str], seeds: list[int], out_dir: Path,
     """One validated config per (mode, seed): run.seed, algorithm.mode (and run.steps) replaced."""
     unknown = [m for m in modes if m not in ADVANTAGE_MODES]
     if unknown or not modes or len(set(modes)) != len(modes):
-        raise ValueError(f"--modes {','.join(modes)}: give distinct modes among {list(ADVANTAGE_MODES)}")
+        raise InputError(f"--modes {','.join(modes)}: give distinct modes among {list(ADVANTAGE_MODES)}")
     runs = []
     for mode in modes:
         for seed in seeds:
@@ -152,7 +153,7 @@ def _prior_state(run: PlannedRun) -> tuple[bool, float | None]:
     if not (run.run_dir / "config.yaml").is_file():
         return False, None
     if not _same_run(run.run_dir / "config.yaml", run.config):
-        raise FileExistsError(f"{run.run_dir} holds a different run (its config.yaml differs); use another --out")
+        raise InputError(f"{run.run_dir} holds a different run (its config.yaml differs); use another --out")
     wall = run.run_dir / WALL_FILE
     if wall.is_file() and len(read_metrics(run.run_dir)) >= run.config.run.steps:
         return False, float(json.loads(wall.read_text())["seconds"])
@@ -220,7 +221,7 @@ def compare(config: Config, modes: list[str], seeds: list[int], out_dir: Path, s
             title: str | None = None) -> CompareOutputs:
     """Run every (mode, seed), then write compare.md, compare.png and compare.json into ``out_dir``."""
     if window < 1:
-        raise ValueError(f"--window {window}: must be >= 1")
+        raise InputError(f"--window {window}: must be >= 1")
     runs = plan_runs(config, modes, seeds, out_dir, steps)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = run_all(runs, max_concurrent)

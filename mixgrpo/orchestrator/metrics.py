@@ -34,14 +34,26 @@ class RunRecorder:
         self.progress = progress
         self.stream = stream
         (run_dir / ROLLOUTS).mkdir(parents=True, exist_ok=True)
-        self.writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+        self.tensorboard = tensorboard
+        self.writer: Any = None
+        """The TensorBoard SummaryWriter, opened by truncate_from or the first record."""
 
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+    def _open_writer(self, purge_step: int | None) -> None:
+        """A new TensorBoard events file; with ``purge_step`` readers drop the older events at steps >= it."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.writer is not None:
+            self.writer.close()
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge_step)
 
     def truncate_from(self, step: int) -> None:
-        """Drop outputs of steps >= ``step`` (written after the checkpoint a resume starts from)."""
+        """Drop outputs of steps >= ``step`` (written after the checkpoint a resume starts from).
+
+        TensorBoard events cannot be edited in place: a new events file starts with a purge
+        marker at ``step`` (SessionLog START), so TensorBoard drops the older events from ``step`` on.
+        """
+        if self.tensorboard:
+            self._open_writer(purge_step=step)
         metrics_path = self.run_dir / METRICS
         if metrics_path.is_file():
             kept = [json.dumps(row) for row in metric_lines(metrics_path) if row["step"] < step]
@@ -59,7 +71,9 @@ class RunRecorder:
         temporary = part.with_name(f".{part.name}.tmp")
         pq.write_table(rollouts, temporary)
         os.replace(temporary, part)
-        if self.writer is not None:
+        if self.tensorboard:
+            if self.writer is None:
+                self._open_writer(purge_step=None)
             for key, value in metrics.items():
                 if value is not None and math.isfinite(value):
                     self.writer.add_scalar(key, value, step)

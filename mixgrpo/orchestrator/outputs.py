@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import pyarrow.fs as pafs
+from mixgrpo.errors import InputError
 
 logger = logging.getLogger("mixgrpo.outputs")
 
@@ -26,7 +27,7 @@ def destination(uri: str, run_name: str) -> tuple[pafs.FileSystem, str]:
     try:
         filesystem, base = pafs.FileSystem.from_uri(uri)
     except (ValueError, OSError) as error:  # pyarrow's ArrowInvalid is a ValueError
-        raise ValueError(f"run.output_uri {uri!r}: {error}") from None
+        raise InputError(f"run.output_uri {uri!r}: {error}") from None
     return filesystem, f"{base.rstrip('/')}/{run_name}"
 
 

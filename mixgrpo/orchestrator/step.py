@@ -64,6 +64,7 @@ class StepLoop:
         metrics.update({"rollout_lag/max": float(lag.max()), "rollout_lag/dropped_groups": float(dropped),
                         "restarts/generator": float(self.pipeline.restarts),
                         "restarts/learner": float(self.learner_restarts)})
+        metrics.update(self.pipeline.task.metrics)  # prompts/overlong_* counted when the task was loaded
         metrics.update(timer.metrics())
         self.last_driver_spans = timer.spans
         diagnostics = mix.diagnostics

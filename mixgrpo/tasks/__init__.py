@@ -7,6 +7,7 @@ import numpy as np
 from mixgrpo.batch import PromptBatch
 from mixgrpo.config import TaskConfig
 from mixgrpo.tasks.files import read_prompt_file
+from mixgrpo.tasks.lengths import PromptTokens, fit_prompts
 from mixgrpo.tasks.svg_poster import svg_poster_pool
 from mixgrpo.tasks.toy import arithmetic_pool
 
@@ -18,10 +19,13 @@ class Task:
     replays the same data order without saving any iterator state.
     """
 
-    def __init__(self, pool: PromptBatch, prompts_per_step: int, seed: int) -> None:
+    def __init__(self, pool: PromptBatch, prompts_per_step: int, seed: int,
+                 metrics: dict[str, float] | None = None) -> None:
         self.pool = pool
         self.prompts_per_step = prompts_per_step
         self.seed = seed
+        self.metrics = dict(metrics or {})
+        """Constant per-run counters added to every step's metrics (prompts/overlong_dropped, ...)."""
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng((self.seed, epoch)).permutation(len(self.pool))
@@ -34,12 +38,21 @@ class Task:
         return self.pool.take(rows)
 
 
-def make_task(config: TaskConfig, seed: int) -> Task:
-    """Build the configured prompt source (file errors raise PromptFileError)."""
+def make_task(config: TaskConfig, seed: int, tokens: PromptTokens | None = None,
+              context_limit: int | None = None) -> Task:
+    """Build the configured prompt source (file errors raise PromptFileError).
+
+    With ``tokens``, prompts over ``task.max_prompt_tokens`` (default ``context_limit``: the model's
+    context minus generator.max_new_tokens) are handled by ``task.overlong_prompts``.
+    """
     if config.kind == "toy-arithmetic":
         pool = arithmetic_pool(config.num_prompts, seed)
     elif config.kind == "svg-poster":
         pool = svg_poster_pool(config.num_prompts, seed)
     else:
         pool = read_prompt_file(config.path)
-    return Task(pool, config.prompts_per_step, seed)
+    limit = config.max_prompt_tokens or context_limit
+    if tokens is None or limit is None:
+        return Task(pool, config.prompts_per_step, seed)
+    pool, report = fit_prompts(pool, limit, config.overlong_prompts, tokens, config.path or config.kind)
+    return Task(pool, config.prompts_per_step, seed, report.metrics())

@@ -38,7 +38,7 @@ def test_weights_that_do_not_match_the_channels(capsys):
     ("missing.jsonl", None, "prompt file not found"),
     ("empty.jsonl", "", "no prompts"),
     ("prompts.csv", "prompt\n1+1=\n", "must be .jsonl or .parquet"),
-    ("rows.jsonl", '{"prompt": "1+1="}\n{"answer": "2"}\n', "row 2 has no 'prompt' column"),
+    ("rows.jsonl", '{"prompt": "1+1="}\n{"answer": "2"}\n', "rows.jsonl: line 2: no 'prompt' column"),
     ("broken.jsonl", '{"prompt": "1+1="\n', "broken.jsonl:1: not JSON"),
 ])
 def test_prompt_files(tmp_path, capsys, name, content, expected):
@@ -51,7 +51,7 @@ def test_prompt_files(tmp_path, capsys, name, content, expected):
 def test_parquet_without_prompt_column(tmp_path, capsys):
     path = tmp_path / "p.parquet"
     pq.write_table(pa.table({"question": ["1+1="]}), path)
-    _fails_early(["--set", "task.kind=file", "--set", f"task.path={path}"], capsys, "has no 'prompt' column")
+    _fails_early(["--set", "task.kind=file", "--set", f"task.path={path}"], capsys, "no 'prompt' column (columns: question)")
 
 
 def test_model_path_callable_and_group_size(capsys):

@@ -23,9 +23,10 @@ SETS = ["run.steps=6", "run.checkpoint_every=2", "task.prompts_per_step=4", "gen
         "run.tensorboard=false", "run.progress=false", "cluster.num_cpus=2"]
 
 
-def _train(args: list[str]) -> subprocess.CompletedProcess:
+def _train(args: list[str], extra_sets: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``mixgrpo train`` with SETS, then ``extra_sets`` (later overrides win)."""
     command = [sys.executable, "-m", "mixgrpo.orchestrator.cli", "train", *args]
-    for item in SETS:
+    for item in [*SETS, *extra_sets]:
         command += ["--set", item]
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env=dict(os.environ))
 

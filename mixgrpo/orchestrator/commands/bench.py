@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from mixgrpo.config import load_config
+from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.commands.common import add_config_arguments
 
 NAME = "bench"
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from mixgrpo.orchestrator.placement import start_ray
 
     if args.steps < 1 or args.warmup < 0:
-        raise ValueError("--steps must be >= 1 and --warmup >= 0")
+        raise InputError("--steps must be >= 1 and --warmup >= 0")
     base = load_config(args.config, args.overrides)
     settings = bench.sweep_points(args.sweep)
     configs = [bench.bench_config(base, args.steps, args.warmup, setting) for setting in settings]

@@ -7,6 +7,7 @@ import datetime
 from pathlib import Path
 
 from mixgrpo.config import load_config
+from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.commands.common import add_config_arguments
 
 NAME = "compare"
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps {args.steps}: must be >= 1")
+        raise InputError(f"--steps {args.steps}: must be >= 1")
     target = parse_target(args.target, config.channel_names) if args.target else None
     seeds = parse_seeds(args.seeds, config.run.seed)
     out = args.out or Path("runs") / datetime.datetime.now().strftime("compare-%Y%m%d-%H%M%S")

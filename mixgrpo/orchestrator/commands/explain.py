@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
+from mixgrpo.errors import InputError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -42,10 +43,10 @@ def _read_image(path: Path) -> "Image.Image":
     from mixgrpo.rewards.images import load_image, render_svg
 
     if not path.is_file():
-        raise FileNotFoundError(f"--image {path}: no such file")
+        raise InputError(f"--image {path}: no such file")
     image = render_svg(path.read_text()) if path.suffix.lower() == ".svg" else load_image(str(path))
     if image is None:
-        raise ValueError(f"--image {path}: not a readable image (or an SVG that does not render)")
+        raise InputError(f"--image {path}: not a readable image (or an SVG that does not render)")
     return image
 
 

@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.commands.common import add_config_arguments
 
 NAME = "launch"
@@ -65,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the launch sub-command; a failed launch step is one line on stderr and exit code 1."""
     if importlib.util.find_spec("runpod") is None:
-        raise ValueError("mixgrpo launch needs the RunPod SDK: pip install 'mixgrpo[runpod]'")
+        raise InputError("mixgrpo launch needs the RunPod SDK: pip install 'mixgrpo[runpod]'")
     from mixgrpo.orchestrator.launch import LaunchError, manage
     from mixgrpo.orchestrator.launch.runpod import (
         DEFAULT_IMAGE,

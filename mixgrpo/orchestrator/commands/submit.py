@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.commands.common import add_config_arguments
 
 NAME = "submit"
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from mixgrpo.orchestrator.launch.submit import submit
 
     if not args.address:
-        raise ValueError("--address http://HEAD:8265 is required (or set RAY_API_SERVER_ADDRESS)")
+        raise InputError("--address http://HEAD:8265 is required (or set RAY_API_SERVER_ADDRESS)")
     try:
         return submit(args.address, args.config, args.overrides, args.follow, args.python)
     except AuthenticationError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 from pathlib import Path
+from mixgrpo.errors import InputError
 
 NAME = "thm3-check"
 HELP = "check the Theorem-3 gradient-MSE law (synthetic bandit, a finished run, or a reward tensor)"
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.rewards is not None:
         if args.weights is None:
-            raise ValueError("--rewards needs --weights (one per channel)")
+            raise InputError("--rewards needs --weights (one per channel)")
         figures, result = report.rewards_file_check(args.rewards, args.weights, args.score_seed)
         report.plot_random_scores(result, out / report.PLOT_NAME, f"Theorem 3, N(0,1) scores: {args.rewards.name}")
         scores = figures["random_scores"]

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from mixgrpo.config import load_config
+from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.commands.common import add_config_arguments
 
 NAME = "train"
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         config = load_config(args.config or args.resume / "config.yaml", args.overrides)
         outputs = train(config, args.resume, resume=True)
+        if args.config is None and not (args.resume / "config.yaml").is_file():
+            raise InputError(f"--resume {args.resume}: not a run directory (config.yaml missing)")
     else:
         config = load_config(args.config, args.overrides)
         outputs = train(config, args.out)

@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mixgrpo.errors import InputError
 import mixgrpo
 
 _SOURCES = ("pyproject.toml", "README.md", "LICENSE")
@@ -24,7 +25,7 @@ def project_root() -> Path:
     root = Path(mixgrpo.__file__).resolve().parent.parent
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file() or 'name = "mixgrpo"' not in pyproject.read_text():
-        raise ValueError(f"launching needs the mixgrpo source checkout (no pyproject.toml next to {root / 'mixgrpo'}); "
+        raise InputError(f"launching needs the mixgrpo source checkout (no pyproject.toml next to {root / 'mixgrpo'}); "
                          "install it with `pip install -e .` from a clone")
     return root
 

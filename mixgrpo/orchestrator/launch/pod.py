@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.launch import LaunchError
 from mixgrpo.orchestrator.launch.secrets import REDACTED, Redactor
 
@@ -111,17 +112,17 @@ class RunPodApi:
         match = next((g for g in known if wanted in (g["id"].lower(), str(g.get("displayName", "")).lower())), None)
         if match is None:
             names = ", ".join(sorted(g["id"] for g in known)) or "none"
-            raise ValueError(f"unknown GPU type {gpu_type!r}; RunPod offers: {names}")
+            raise InputError(f"unknown GPU type {gpu_type!r}; RunPod offers: {names}")
         detail = (self.query(gpus.generate_gpu_query(match["id"], count))["gpuTypes"] or [None])[0]
         if detail is None:
-            raise ValueError(f"GPU type {match['id']!r} has no offer right now")
+            raise InputError(f"GPU type {match['id']!r} has no offer right now")
         price = detail.get("securePrice" if cloud == "SECURE" else "communityPrice") or 0.0
         if price <= 0:
-            raise ValueError(f"{match['id']} is not offered in the {cloud.lower()} cloud; try --cloud "
+            raise InputError(f"{match['id']} is not offered in the {cloud.lower()} cloud; try --cloud "
                              f"{'community' if cloud == 'SECURE' else 'secure'}")
         max_count = int(detail.get("maxGpuCount") or count)
         if count > max_count:
-            raise ValueError(f"--gpus {count}: a {match['id']} pod has at most {max_count} GPUs")
+            raise InputError(f"--gpus {count}: a {match['id']} pod has at most {max_count} GPUs")
         return GpuOffer(match["id"], detail.get("displayName") or match["id"], int(detail.get("memoryInGb") or 0),
                         float(price), max_count)
 

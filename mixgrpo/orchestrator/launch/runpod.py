@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from mixgrpo.errors import InputError
 
 from mixgrpo.config import Config, load_config
 from mixgrpo.orchestrator.launch import LaunchError
@@ -95,10 +96,10 @@ def prepare_job(options: LaunchOptions) -> PreparedJob:
 
     config = load_config(options.config_path, [*options.overrides, f"cluster.gpus={options.gpus}"])
     if config.cluster.address:
-        raise ValueError("cluster.address is set: a RunPod launch starts its own Ray on the pod (unset it)")
+        raise InputError("cluster.address is set: a RunPod launch starts its own Ray on the pod (unset it)")
     model = Path(config.model.path).expanduser()
     if not config.model.path.startswith("builtin:") and model.is_dir():
-        raise ValueError(f"model.path {config.model.path!r} is a local directory the pod cannot see: use a "
+        raise InputError(f"model.path {config.model.path!r} is a local directory the pod cannot see: use a "
                          "Hugging Face Hub id (HF_TOKEN for gated ones) or an --image that holds it")
     preflight(config)
     plan_slots(config, total_cpus=1.0)  # cluster.gpus too small for generators + GPU channels + learner ranks
@@ -122,7 +123,7 @@ def remote_job(options: LaunchOptions, config: Config, name: str, wheel: str) ->
 def launch_runpod(options: LaunchOptions) -> int:
     """Run a whole launch (or print it, with dry_run); the exit code (0 ok, 1 job failed, 3 cap, 130 Ctrl-C)."""
     if options.gpus < 1 or options.max_hours <= 0 or (options.max_cost is not None and options.max_cost <= 0):
-        raise ValueError("--gpus must be >= 1, --max-hours and --max-cost > 0")
+        raise InputError("--gpus must be >= 1, --max-hours and --max-cost > 0")
     hf_token = lookup(HF_TOKEN, options.dotenv)
     if hf_token:
         check_env_value(HF_TOKEN, hf_token)
@@ -138,7 +139,7 @@ def launch_runpod(options: LaunchOptions) -> int:
     if options.dry_run:
         return dry_run(options, job, name, hf_token is not None, redact, console)
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise FileExistsError(f"{run_dir} already exists and is not empty; pass another --out")
+        raise InputError(f"{run_dir} already exists and is not empty; pass another --out")
     api = RunPodApi(api_key, redact)
     cloud = CLOUDS[options.cloud]
     offer = api.gpu_offer(options.gpu_type, options.gpus, cloud)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from mixgrpo.errors import InputError
 
 API_KEY = "RUNPOD_API_KEY"
 HF_TOKEN = "HF_TOKEN"
@@ -43,7 +44,7 @@ def require_api_key(dotenv: Path | None = None) -> str:
     """RUNPOD_API_KEY, or a ValueError that says where to put it (never what it is)."""
     key = lookup(API_KEY, dotenv)
     if not key:
-        raise ValueError(f"{API_KEY} is not set: export it, or put {API_KEY}=... in a .env file here "
+        raise InputError(f"{API_KEY} is not set: export it, or put {API_KEY}=... in a .env file here "
                          "(https://www.runpod.io/console/user/settings -> API Keys)")
     return key
 
@@ -51,7 +52,7 @@ def require_api_key(dotenv: Path | None = None) -> str:
 def check_env_value(name: str, value: str) -> None:
     """Pod env values travel inside a GraphQL string literal: refuse the characters that would break out of it."""
     if any(c in value for c in '"\\\n\r'):
-        raise ValueError(f"{name} contains a quote, backslash or newline; it cannot be passed to the pod")
+        raise InputError(f"{name} contains a quote, backslash or newline; it cannot be passed to the pod")
 
 
 class Redactor:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.launch.ssh import SshTarget
 
 LAUNCH_DIR = "launch"
@@ -78,7 +79,7 @@ class LaunchState:
         """The state of the launch whose local run directory is ``run_dir``."""
         path = launch_dir(run_dir) / STATE
         if not path.is_file():
-            raise FileNotFoundError(f"{run_dir}: no launch state ({path} missing); not a launched run directory")
+            raise InputError(f"{run_dir}: no launch state ({path} missing); not a launched run directory")
         return cls(**json.loads(path.read_text()))
 
     def cap_seconds(self) -> float:
