@@ -4,15 +4,14 @@ A bench is a normal training run watched step by step: the driver's own stage
 spans plus every actor call's span (events.py), aligned to the driver's clock.
 From the measured steps (after warm-up) it derives throughput, each actor's busy
 fraction, the step's critical stage and a verdict (rollout-, reward- or
-learner-bound) with what to change. Baselines on the same prompts and model: the
-raw generation backend and a raw learner step in this process, without Ray.
+learner-bound) with what to change. Baselines (bench_baselines.py): the same
+Generator and Learner as actors and as plain objects, timed in interleaved pairs.
 """
 
 from __future__ import annotations
 
 import itertools
 import platform
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,12 @@ import numpy as np
 import ray
 import torch
 
-from mixgrpo.errors import InputError
-from mixgrpo.actors.generator import Generator
-from mixgrpo.actors.learner import Learner
-from mixgrpo.batch import TrainBatch
 from mixgrpo.config import Config, apply_overrides, config_from_dict
+from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.driver import Actors, train
 from mixgrpo.orchestrator.events import Span, clock_offset
 from mixgrpo.orchestrator.scoring import group_workers
 from mixgrpo.orchestrator.step import StepLoop
-from mixgrpo.tasks import make_task
 
 DRIVER_STAGES = ("generate", "reward", "mixer", "learn", "broadcast")
 
@@ -146,44 +141,6 @@ def _verdict(per_step: dict[str, float], stage_s: dict[str, float], config: Conf
     if config.algorithm.async_steps == 0 and bound != "rollout" and candidates["rollout"][1] > 0.3 * seconds:
         advice += "; async_steps=1 would also overlap the rollout time"
     return bound, f"{bound}-bound: per step {figures}. Next: {advice}."
-
-
-@dataclass(frozen=True)
-class Baselines:
-    """Raw engines in this process, without Ray, on the bench's prompts."""
-
-    generate_tokens_per_s: float
-    learn_tokens_per_s: float
-
-
-def raw_baselines(config: Config, steps: list[int], warmup: int) -> Baselines:
-    """Time the generation backend and a learner step directly (same model, prompts, threads).
-
-    The first ``warmup`` steps are run untimed, as in the watched run.
-    """
-    torch.set_num_threads(config.generator.threads)
-    generator = Generator(config.model, config.learner.lora, config.generator, config.run.seed)
-    task = make_task(config.task, config.run.seed)
-    generated, gen_seconds, batches = 0, 0.0, []
-    for index, step in enumerate([*range(warmup), *steps]):
-        started = time.monotonic()
-        rollouts = generator.generate(task.sample(step), step)
-        if index >= warmup:
-            gen_seconds += time.monotonic() - started
-            generated += int(rollouts.completion_lengths.sum())
-        advantages = np.random.default_rng(step).normal(size=len(rollouts)).astype(np.float32)
-        batches.append(TrainBatch(rollouts.prompt_token_ids, rollouts.completion_token_ids,
-                                  rollouts.behaviour_logprobs, advantages))
-    del generator
-    torch.set_num_threads(config.learner.threads)
-    learner = Learner(config.model, config.learner, config.algorithm.loss, config.generator.temperature, config.run.seed)
-    for batch in batches[:warmup]:
-        learner.train_step(batch)
-    started = time.monotonic()
-    for batch in batches[warmup:]:
-        learner.train_step(batch)
-    learn_seconds = time.monotonic() - started
-    return Baselines(generated / max(gen_seconds, 1e-9), generated / max(learn_seconds, 1e-9))
 
 
 def sweep_points(sweeps: list[str]) -> list[dict[str, str]]:

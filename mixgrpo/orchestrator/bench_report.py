@@ -7,7 +7,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mixgrpo.orchestrator.bench import Baselines, BenchFigures
+from mixgrpo.orchestrator.bench import BenchFigures
+from mixgrpo.orchestrator.bench_baselines import Baselines
 from mixgrpo.orchestrator.events import Span, chrome_trace
 from mixgrpo.runtime import pyplot
 
@@ -16,19 +17,6 @@ STAGE_COLOURS = {
     "learn": "tab:green", "load_adapter": "tab:purple", "broadcast": "tab:purple", "mixer": "tab:red",
     "other": "0.6",
 }
-
-
-def ratios(figures: BenchFigures, baselines: Baselines) -> dict[str, float]:
-    """Our actors' throughput as a fraction of the raw engines' (target >= 0.95 each).
-
-    ``*_actor``: the actor's own call time; ``*_driver``: as the driver sees it (Ray transport included).
-    """
-    return {
-        "generate_actor": figures.actor_rollout_tokens_per_s / baselines.generate_tokens_per_s,
-        "generate_driver": figures.rollout_tokens_per_s / baselines.generate_tokens_per_s,
-        "learn_actor": figures.actor_trained_tokens_per_s / baselines.learn_tokens_per_s,
-        "learn_driver": figures.trained_tokens_per_s / baselines.learn_tokens_per_s,
-    }
 
 
 def markdown(points: list[dict[str, Any]], baselines: Baselines | None) -> str:
@@ -44,14 +32,13 @@ def markdown(points: list[dict[str, Any]], baselines: Baselines | None) -> str:
             f"{f.stage_s['learn']:.3f} | {f.stage_s['broadcast']:.4f} | {f.bound} |"
         )
     if baselines is not None:
-        first = points[0]["figures"]
-        r = ratios(first, baselines)
-        lines += ["", "| raw baseline (no Ray) | tokens/s | actor / raw | seen by driver / raw |", "|---|---|---|---|",
-                  f"| generation backend | {baselines.generate_tokens_per_s:.0f} | {r['generate_actor']:.2f} "
-                  f"| {r['generate_driver']:.2f} |",
-                  f"| learner step | {baselines.learn_tokens_per_s:.0f} | {r['learn_actor']:.2f} "
-                  f"| {r['learn_driver']:.2f} |"]
+        lines += ["", "| actor vs raw (interleaved pairs) | raw tokens/s | actor / raw: median (min-max) "
+                  "| seen by driver / raw |", "|---|---|---|---|"]
+        for name, ratio in (("generation", baselines.generate), ("learner step", baselines.learn)):
+            lines.append(f"| {name} | {ratio.raw_tokens_per_s:.0f} | {ratio.median:.2f} ({min(ratio.actor):.2f}-"
+                         f"{max(ratio.actor):.2f}) | {ratio.driver_median:.2f} |")
     lines += [""] + [f"- **{_label(p)}**: {p['figures'].verdict}" for p in points]
+    lines += [f"- **noisy**: {flag}" for flag in (baselines.flags() if baselines else [])]
     busy = points[0]["figures"].busy_fraction
     lines += ["", "| actor | busy fraction |", "|---|---|"] + [f"| {k} | {v:.0%} |" for k, v in sorted(busy.items())]
     return "\n".join(lines) + "\n"
@@ -67,8 +54,8 @@ def write_json(path: Path, points: list[dict[str, Any]], baselines: Baselines | 
     payload = {
         "environment": env, "config": config,
         "points": [{"setting": p["setting"], **asdict(p["figures"])} for p in points],
-        "baselines": asdict(baselines) if baselines else None,
-        "ratios": ratios(points[0]["figures"], baselines) if baselines else None,
+        "baselines": {"generate": baselines.generate.summary(), "learn": baselines.learn.summary(),
+                      "flags": baselines.flags()} if baselines else None,
     }
     path.write_text(json.dumps(payload, indent=2))
 

@@ -10,7 +10,7 @@ from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.commands.common import add_config_arguments
 
 NAME = "bench"
-HELP = "measure where a step's time goes (timeline, throughput, verdict, raw baselines)"
+HELP = "measure where a step's time goes (timeline, throughput, verdict, actor vs raw engines)"
 EPILOG = """\
 outputs in --out DIR: bench.json (figures, config, versions, hardware), bench.md (a table to paste),
 timeline.png (one lane per actor, coloured by stage), trace.json (chrome://tracing / ui.perfetto.dev),
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="steps run first and not measured (default 2)")
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                         help="repeat the bench over settings, repeatable (cartesian product)")
-    parser.add_argument("--no-baselines", action="store_true", help="skip the raw (no-Ray) baselines")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the actor-vs-raw pairs")
     parser.add_argument("--out", type=Path, default=Path("bench"), help="output directory (default ./bench)")
 
 
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     from mixgrpo.orchestrator import bench, bench_report
+    from mixgrpo.orchestrator.bench_baselines import interleaved_baselines
     from mixgrpo.orchestrator.driver import preflight
     from mixgrpo.orchestrator.placement import start_ray
 
@@ -55,13 +56,14 @@ def run(args: argparse.Namespace) -> int:
             collector, figures = bench.run_bench(config, run_dir, args.warmup)
             points.append({"setting": setting, "figures": figures})
             spans = spans or collector.spans
+        baselines = None
+        if not args.no_baselines:
+            print("actor vs raw, interleaved pairs on the same prompts", flush=True)
+            baselines = interleaved_baselines(configs[0], list(range(args.warmup, args.warmup + args.steps)),
+                                              args.warmup)
     finally:
         if started_ray:
             ray.shutdown()
-    baselines = None
-    if not args.no_baselines:
-        print("raw baselines (no Ray) on the same prompts", flush=True)
-        baselines = bench.raw_baselines(configs[0], list(range(args.warmup, args.warmup + args.steps)), args.warmup)
     bench_report.write_json(args.out / "bench.json", points, baselines, bench.environment(),
                             configs[0].model_dump(mode="json"))
     bench_report.write_trace(args.out / "trace.json", spans)
