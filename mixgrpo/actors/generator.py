@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mixgrpo.actors.backends import make_backend
+from mixgrpo.actors.backends import GenerationBackend, make_backend
 from mixgrpo.actors.models import encode_prompts
 from mixgrpo.batch import PromptBatch, RolloutBatch
 from mixgrpo.builtin import resolve_model_path
@@ -24,18 +24,19 @@ class Generator:
 
     Construct with the run's model, LoRA and generator settings; ``generate`` takes a
     shard of prompts and returns a RolloutBatch whose ``prompt_index`` refers to that shard.
+    ``backend``: sample through this existing backend (colocated: one over the learner's
+    model) instead of loading the model.
     """
 
     def __init__(self, model: ModelConfig, lora: LoraConfig, sampling: GeneratorConfig, seed: int,
-                 replica: int = 0) -> None:
+                 replica: int = 0, backend: GenerationBackend | None = None) -> None:
         torch.set_num_threads(sampling.threads)
-        model_path = resolve_model_path(model.path, seed)
         self.replica = replica
         self.model_config = model
         self.sampling = sampling
         self.seed = seed
         self.version = 0
-        self.backend = make_backend(model_path, model, lora, sampling)
+        self.backend = backend or make_backend(resolve_model_path(model.path, seed), model, lora, sampling)
 
     def generate(self, prompts: PromptBatch, step: int) -> RolloutBatch:
         """m completions for each prompt of the shard, seeded by (run seed, step, first prompt id)."""

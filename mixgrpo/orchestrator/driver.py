@@ -29,10 +29,18 @@ from mixgrpo.orchestrator.interrupt import StopRequest, TrainingInterrupted
 from mixgrpo.orchestrator.learner_group import LearnerGroup, LearnerGroupError
 from mixgrpo.orchestrator.metrics import RunRecorder, plot_rewards, summary_table
 from mixgrpo.orchestrator.outputs import push_outputs
-from mixgrpo.orchestrator.placement import Slot, actor_options, plan_slots, remote_class, reserved, start_ray
+from mixgrpo.orchestrator.placement import (
+    Slot,
+    actor_options,
+    choose_placement,
+    plan_slots,
+    remote_class,
+    reserved,
+    start_ray,
+)
 from mixgrpo.orchestrator.prompt_lengths import load_task
 from mixgrpo.orchestrator.reward_maps import write_reward_overlays
-from mixgrpo.orchestrator.rollouts import RolloutPipeline
+from mixgrpo.orchestrator.rollouts import ColocatedRankLost, RolloutPipeline
 from mixgrpo.orchestrator.step import StepLoop
 from mixgrpo.rewards.channels import ChannelOptionsError, build_channel
 from mixgrpo.rundir import METRICS, ROLLOUTS
@@ -115,6 +123,13 @@ class Actors:
     learner: LearnerGroup
     learner_options: list[dict[str, Any]]
     """Placement of each learner rank, to recreate the group after a failure."""
+    colocated: bool = False
+    """Colocated placement: no generator actors; the learner ranks generate."""
+
+    @property
+    def rollout_actors(self) -> list[Any]:
+        """The actors that generate: the generators, or (colocated) the learner ranks."""
+        return self.learner.actors if self.colocated else self.generators
 
     def placements(self) -> dict[str, list[dict[str, Any]]]:
         """Node and GPU ids of every actor, by role."""
@@ -126,7 +141,9 @@ class Actors:
 
 
 def create_actors(config: Config, group: Any, slots: list[Slot]) -> Actors:
-    """One actor per slot, each pinned to its placement-group bundle."""
+    """One actor per slot, each pinned to its placement-group bundle (the placement is logged, with why)."""
+    placement, reason = choose_placement(config)
+    logger.info("placement: %s (%s)", placement, reason)
     by_role: dict[str, list[Slot]] = {}
     for slot in slots:
         by_role.setdefault(slot.role, []).append(slot)
@@ -136,14 +153,15 @@ def create_actors(config: Config, group: Any, slots: list[Slot]) -> Actors:
         remote_generator.options(**actor_options(group, slots, slot), **restartable).remote(
             config.model, config.learner.lora, config.generator, config.run.seed, slot.index
         )
-        for slot in by_role["generator"]
+        for slot in by_role.get("generator", [])
     ]
     rewards = [
         remote_reward.options(**actor_options(group, slots, slot), **restartable).remote(config.rewards[slot.index])
         for slot in by_role["reward"]
     ]
     learner_options = [actor_options(group, slots, slot) for slot in by_role["learner"]]
-    return Actors(generators, rewards, LearnerGroup(config, learner_options), learner_options)
+    colocated = placement == "colocated"
+    return Actors(generators, rewards, LearnerGroup(config, learner_options, colocated), learner_options, colocated)
 
 
 def _prepare_run_dir(config: Config, run_dir: Path, resume: bool) -> None:
@@ -185,7 +203,11 @@ def _recover_learner(config: Config, actors: Actors, loop: StepLoop, run_dir: Pa
     loop.learner_restarts += 1
     if loop.learner_restarts > config.learner.max_restarts:
         raise RuntimeError(f"learner group failed {loop.learner_restarts} times; last: {error}") from error
-    actors.learner = loop.learner = LearnerGroup(config, actors.learner_options)
+    if actors.colocated:  # a rank that died generating leaves the others alive, waiting for nothing
+        actors.learner.kill()
+    actors.learner = loop.learner = LearnerGroup(config, actors.learner_options, actors.colocated)
+    if actors.colocated:
+        loop.pipeline.generators = actors.learner.actors
     checkpoint = load_latest_checkpoint(run_dir)
     state = checkpoint.learner_state if checkpoint else actors.learner.state()
     version = actors.learner.load_state(state)
@@ -206,7 +228,7 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
                            tensorboard=config.run.tensorboard, progress=config.run.progress)
     for role, places in actors.placements().items():  # also waits until every actor is up
         logger.info("%s actors on %s", role, [(p["node_id"][:8], p["gpu_ids"]) for p in places])
-    pipeline = RolloutPipeline(actors.generators, task)
+    pipeline = RolloutPipeline(actors.rollout_actors, task, colocated=actors.colocated)
     start, version = 0, 0
     checkpoint = load_latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
@@ -220,7 +242,7 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
     while step < config.run.steps and not stop.requested:
         try:
             metrics = loop.run_step(step)
-        except LearnerGroupError as error:
+        except (LearnerGroupError, ColocatedRankLost) as error:  # colocated: a rank lost while generating
             step = saved = _recover_learner(config, actors, loop, run_dir, error)
             continue
         if observer is not None:

@@ -1,4 +1,8 @@
-"""K learner ranks as K Ray actors joined by torch.distributed; rank 0 speaks for the group."""
+"""K learner ranks as K Ray actors joined by torch.distributed; rank 0 speaks for the group.
+
+Colocated placement: the ranks are ``ColocatedRank`` actors that also generate; the
+rollout pipeline uses ``actors`` as its generators.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,16 @@ from typing import Any
 
 import ray
 
+from mixgrpo.actors.colocated import ColocatedRank
 from mixgrpo.actors.learner import Learner, LearnerResult
 from mixgrpo.batch import TrainBatch
 from mixgrpo.config import Config
 from mixgrpo.orchestrator.placement import remote_class
+
+
+def rank_threads(num_cpus: float) -> int:
+    """Torch threads of a colocated rank: the whole CPUs it reserved, at least one."""
+    return max(1, int(num_cpus))
 
 
 class LearnerGroupError(RuntimeError):
@@ -17,19 +27,34 @@ class LearnerGroupError(RuntimeError):
 
 
 class LearnerGroup:
-    """Creates the ranks (one actor option dict each), joins them, and fans each step out."""
+    """Creates the ranks (one actor option dict each), joins them, and fans each step out.
 
-    def __init__(self, config: Config, options_per_rank: list[dict[str, Any]]) -> None:
-        remote_learner = remote_class(Learner)
+    ``colocated``: ColocatedRank actors, each running as many torch threads as the whole CPUs
+    of its ``num_cpus`` (at least one).
+    """
+
+    def __init__(self, config: Config, options_per_rank: list[dict[str, Any]], colocated: bool = False) -> None:
         world_size = len(options_per_rank)
-        self.actors = [
-            remote_learner.options(**options).remote(
-                config.model, config.learner, config.algorithm.loss,
-                config.generator.temperature, config.run.seed, rank, world_size,
-                max_new_tokens=config.generator.max_new_tokens,
-            )
-            for rank, options in enumerate(options_per_rank)
-        ]
+        self.colocated = colocated
+        if colocated:
+            remote_rank = remote_class(ColocatedRank)
+            self.actors = [
+                remote_rank.options(**options).remote(
+                    config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed,
+                    rank, world_size, rank_threads(options.get("num_cpus", 1)),
+                )
+                for rank, options in enumerate(options_per_rank)
+            ]
+        else:
+            remote_learner = remote_class(Learner)
+            self.actors = [
+                remote_learner.options(**options).remote(
+                    config.model, config.learner, config.algorithm.loss,
+                    config.generator.temperature, config.run.seed, rank, world_size,
+                    max_new_tokens=config.generator.max_new_tokens,
+                )
+                for rank, options in enumerate(options_per_rank)
+            ]
         if world_size > 1:
             address = ray.get(self.actors[0].rendezvous_address.remote())
             ray.get([actor.join.remote(address) for actor in self.actors])

@@ -1,9 +1,15 @@
 """Where every actor runs: one placement-group bundle per actor.
 
-With ``cluster.gpus > 0`` each generator, each ``device: gpu`` reward channel
-and each learner rank gets a bundle with one whole GPU; CPU channels get
-CPU-only bundles. Without GPUs the same bundles ask for fractions of the CPUs,
-so every actor fits on a laptop. Ray does the scheduling, ``pack`` or
+Disaggregated placement: with ``cluster.gpus > 0`` each generator, each
+``device: gpu`` reward channel and each learner rank gets a bundle with one
+whole GPU; CPU channels get CPU-only bundles. Without GPUs the same bundles ask
+for fractions of the CPUs, so every actor fits on a laptop.
+
+Colocated placement: there are no generator actors; each learner rank generates
+its own shard on its own bundle (one GPU, or on a CPU-only cluster an equal
+share of the whole CPUs). CPU reward actors there reserve no CPU and run in the
+ranks' bundles: in a synchronous step they score while the ranks wait for them,
+so the ranks may use every core. Ray does the scheduling, ``pack`` or
 ``spread`` across nodes.
 """
 
@@ -25,6 +31,7 @@ from ray.util.placement_group import (
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from mixgrpo.config import ClusterConfig, Config
+from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.events import Traced, traced_methods
 
 _STRATEGIES = {"pack": "PACK", "spread": "SPREAD"}
@@ -46,22 +53,60 @@ class Slot:
     """Reward channels with ``replicas: N``: which of the channel's N actors (0 for other roles)."""
 
 
+def disaggregated_gpus(config: Config) -> int:
+    """GPUs a disaggregated plan needs: one per generator, GPU reward channel replica and learner rank."""
+    channels = sum(c.replicas for c in config.rewards if c.device == "gpu")
+    return config.generator.replicas + channels + config.learner.ranks
+
+
+def choose_placement(config: Config) -> tuple[str, str]:
+    """``cluster.placement`` resolved: (disaggregated | colocated, why), from the config alone."""
+    cluster = config.cluster
+    if cluster.placement != "auto":
+        return cluster.placement, "cluster.placement=" + cluster.placement
+    if config.algorithm.async_steps > 0:
+        return "disaggregated", f"algorithm.async_steps={config.algorithm.async_steps} needs generators of their own"
+    if config.generator.backend == "vllm":
+        return "disaggregated", "generator.backend=vllm serves from an engine of its own"
+    if cluster.gpus == 0:
+        return "colocated", "CPU-only cluster: each learner rank generates too, on all of its cores"
+    needed = disaggregated_gpus(config)
+    if needed > cluster.gpus:
+        return "colocated", f"cluster.gpus={cluster.gpus} is fewer than the {needed} GPUs a disaggregated plan needs"
+    return "disaggregated", f"cluster.gpus={cluster.gpus} gives every generator and learner rank a GPU"
+
+
 def plan_slots(config: Config, total_cpus: float) -> list[Slot]:
-    """Bundles for every actor of the run: generators, then channels (each replica of a channel, in
-    order: one actor and one GPU each for ``device: gpu``), then learner ranks."""
+    """Bundles for every actor of the run, for the placement ``choose_placement`` picks.
+
+    Disaggregated: generators, then channels (each replica of a channel, in order: one actor and one
+    GPU each for ``device: gpu``), then learner ranks. Colocated: channels, then learner ranks.
+    """
     use_gpus = config.cluster.gpus > 0
-    roles = [("generator", i, use_gpus, 0) for i in range(config.generator.replicas)]
+    colocated = choose_placement(config)[0] == "colocated"
+    generators = 0 if colocated else config.generator.replicas
+    roles = [("generator", i, use_gpus, 0) for i in range(generators)]
     roles += [("reward", i, use_gpus and c.device == "gpu", r)
               for i, c in enumerate(config.rewards) for r in range(c.replicas)]
     roles += [("learner", i, use_gpus, 0) for i in range(config.learner.ranks)]
     needed = sum(1 for _, _, gpu, _ in roles if gpu)
     if needed > config.cluster.gpus:
-        raise ValueError(
+        who = "" if colocated else f"{generators} generators, "
+        raise InputError(
             f"cluster.gpus={config.cluster.gpus} but the run needs {needed} GPUs "
-            f"({config.generator.replicas} generators, GPU reward channels, {config.learner.ranks} learner ranks)"
+            f"({who}GPU reward channels, {config.learner.ranks} learner ranks)"
         )
-    cpus = math.floor(1000 * min(1.0, total_cpus / len(roles))) / 1000  # never over-ask
+    if colocated and not use_gpus:
+        return [Slot(role, index, _share(total_cpus, config.learner.ranks) if role == "learner" else 0.0, 0, replica)
+                for role, index, _, replica in roles]
+    cpus = _share(total_cpus, len(roles), cap=1.0)
     return [Slot(role, index, cpus, 1 if gpu else 0, replica) for role, index, gpu, replica in roles]
+
+
+def _share(total_cpus: float, parts: int, cap: float | None = None) -> float:
+    """CPUs per part: whole CPUs when each part gets at least one, else a fraction rounded down (never over-ask)."""
+    share = total_cpus / parts if cap is None else min(cap, total_cpus / parts)
+    return float(math.floor(share)) if share >= 1 else math.floor(1000 * share) / 1000
 
 
 def start_ray(cluster: ClusterConfig) -> bool:
@@ -88,8 +133,8 @@ def start_ray(cluster: ClusterConfig) -> bool:
 
 @contextmanager
 def reserved(slots: list[Slot], strategy: str, timeout_s: float = 120.0) -> Iterator[PlacementGroup]:
-    """A ready placement group with one bundle per slot, removed on exit."""
-    bundles = [{"CPU": s.cpus, **({"GPU": s.gpus} if s.gpus else {})} for s in slots]
+    """A ready placement group with one bundle per slot that reserves anything, removed on exit."""
+    bundles = [{"CPU": s.cpus, **({"GPU": s.gpus} if s.gpus else {})} for s in slots if _reserves(s)]
     group = placement_group(bundles, strategy=_STRATEGIES[strategy])
     try:
         ray.get(group.ready(), timeout=timeout_s)
@@ -106,14 +151,19 @@ def reserved(slots: list[Slot], strategy: str, timeout_s: float = 120.0) -> Iter
 
 
 def actor_options(group: PlacementGroup, slots: list[Slot], slot: Slot) -> dict[str, Any]:
-    """``.options(...)`` for the actor of ``slot``: its bundle, CPUs and GPU."""
+    """``.options(...)`` for the actor of ``slot``: its bundle (any bundle when it reserves nothing), CPUs and GPU."""
+    bundle = [s for s in slots if _reserves(s)].index(slot) if _reserves(slot) else -1
     return {
         "num_cpus": slot.cpus,
         "num_gpus": slot.gpus,
         "scheduling_strategy": PlacementGroupSchedulingStrategy(
-            placement_group=group, placement_group_bundle_index=slots.index(slot)
+            placement_group=group, placement_group_bundle_index=bundle
         ),
     }
+
+
+def _reserves(slot: Slot) -> bool:
+    return slot.cpus > 0 or slot.gpus > 0
 
 
 def wait_until_alive(actor: Any, timeout_s: float = 120.0) -> None:

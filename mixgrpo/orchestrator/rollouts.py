@@ -28,6 +28,10 @@ MAX_SHARD_RETRIES = 3
 """Times one shard is generated again after its generator died or served an old adapter."""
 
 
+class ColocatedRankLost(RuntimeError):
+    """A colocated rank died while generating: a learner failure (the driver recreates the group)."""
+
+
 @dataclass(frozen=True)
 class _Launched:
     shards: list[PromptBatch]
@@ -43,11 +47,15 @@ class RolloutPipeline:
     A generator that dies is restarted by Ray (``max_restarts``); its shard is generated again
     after the current adapter is re-sent, so no rollout is lost or duplicated and no restarted
     generator serves a version older than the one the learner published.
+
+    ``colocated``: the generators are the learner ranks (ColocatedRank), which hold the learner's
+    weights: ``broadcast`` only records the version, and a rank that dies raises ColocatedRankLost.
     """
 
-    def __init__(self, generators: list[Any], task: Task) -> None:
+    def __init__(self, generators: list[Any], task: Task, colocated: bool = False) -> None:
         self.generators = generators
         self.task = task
+        self.colocated = colocated
         self.version = 0
         self.restarts = 0
         """Shards generated again after a generator failure (a metric)."""
@@ -88,6 +96,8 @@ class RolloutPipeline:
                 reason = f"served adapter version {int(part.policy_version.min())} < {launched.version}"
             except ray.exceptions.RayActorError as error:
                 reason = f"died ({str(error).splitlines()[0][:120]})"
+                if self.colocated:
+                    raise ColocatedRankLost(f"colocated rank {index} {reason} at step {step}") from error
             self.restarts += 1
             logger.warning("generator %d %s at step %d: generating its shard again", index, reason, step)
             generator = self.generators[index]
@@ -107,8 +117,11 @@ class RolloutPipeline:
         Returns at once: each generator runs its calls in order, so the load is applied before
         the next generation on that actor (in async mode, right after the one in flight); the
         next ``collect`` checks that every load succeeded. ``rollback`` allows an older version
-        (restoring a checkpoint).
+        (restoring a checkpoint). Colocated: the ranks already hold it; only the version is recorded.
         """
+        if self.colocated:
+            self.version = version
+            return
         self._adapter_ref, self.version = ray.put(adapter), version
         self._broadcasts = [g.load_adapter.remote(self._adapter_ref, version, rollback) for g in self.generators]
 

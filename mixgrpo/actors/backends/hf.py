@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from peft import set_peft_model_state_dict
+from peft import PeftModel, set_peft_model_state_dict
+from transformers import PreTrainedTokenizerBase
 
 from mixgrpo.actors.backends.base import SampledCompletions
 from mixgrpo.actors.models import load_base_model, load_tokenizer, pad_left, wrap_lora
@@ -15,10 +16,21 @@ class HFBackend:
     """transformers ``generate`` on a PEFT-wrapped model; adapters are set in memory."""
 
     def __init__(self, model_path: str, model: ModelConfig, lora: LoraConfig, sampling: GeneratorConfig) -> None:
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.tokenizer = load_tokenizer(model_path)
-        self.model = wrap_lora(load_base_model(model_path, model, self.device), lora).eval()
-        self.sampling = sampling
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        policy = wrap_lora(load_base_model(model_path, model, device), lora).eval()
+        self._serve(policy, load_tokenizer(model_path), sampling, device)
+
+    @classmethod
+    def over_model(cls, policy: PeftModel, tokenizer: PreTrainedTokenizerBase, sampling: GeneratorConfig) -> HFBackend:
+        """A backend sampling from an existing PEFT model (a learner's, colocated): no copy, no adapter
+        to load; it serves whatever adapter weights the model holds when ``sample`` runs."""
+        backend = cls.__new__(cls)
+        backend._serve(policy, tokenizer, sampling, str(next(policy.parameters()).device))
+        return backend
+
+    def _serve(self, policy: PeftModel, tokenizer: PreTrainedTokenizerBase, sampling: GeneratorConfig,
+               device: str) -> None:
+        self.device, self.tokenizer, self.model, self.sampling = device, tokenizer, policy, sampling
 
     @torch.no_grad()
     def sample(self, prompt_token_ids: list[np.ndarray], group_size: int, seed: int) -> SampledCompletions:

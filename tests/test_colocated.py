@@ -1,0 +1,136 @@
+"""Colocated placement (a hybrid engine): each learner rank generates its shard on its own device.
+
+The choice of placement and the bundle plan need no Ray; the rest runs real Ray actors:
+declared (fake) GPUs for the bundles, the default job for learning, resume.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+from ray_helpers import start_local_ray
+
+from mixgrpo.config import ConfigError, load_config
+from mixgrpo.orchestrator.driver import create_actors, train
+from mixgrpo.orchestrator.learner_group import rank_threads
+from mixgrpo.orchestrator.placement import choose_placement, plan_slots, reserved
+from mixgrpo.orchestrator.rollouts import RolloutPipeline
+from mixgrpo.rundir import read_metrics
+from mixgrpo.tasks import make_task
+
+COLOCATED = "cluster.placement=colocated"
+SHORT = ["run.tensorboard=false", "run.progress=false"]
+
+
+@pytest.mark.parametrize(("overrides", "placement"), [
+    (["cluster.placement=auto"], "colocated"),  # CPU-only
+    (["cluster.placement=auto", "cluster.gpus=1"], "colocated"),  # one generator + one rank need 2
+    (["cluster.placement=auto", "cluster.gpus=2"], "disaggregated"),
+    (["cluster.placement=auto", "algorithm.async_steps=1"], "disaggregated"),
+    (["cluster.placement=auto", "generator.backend=vllm"], "disaggregated"),
+    ([COLOCATED, "cluster.gpus=4"], "colocated"),
+    ([], "disaggregated"),
+])
+def test_auto_picks_colocated_on_a_cpu_machine_and_when_gpus_are_too_few(overrides, placement):
+    chosen, reason = choose_placement(load_config(None, overrides))
+    assert chosen == placement and reason
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["algorithm.async_steps=1"], "set algorithm.async_steps=0 or cluster.placement=disaggregated"),
+    (["generator.replicas=2"], "the learner ranks generate"),
+    (["generator.backend=vllm", "cluster.gpus=1"], "use generator.backend=hf or cluster.placement=disaggregated"),
+])
+def test_what_colocated_cannot_do_is_a_one_line_config_error(overrides, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config(None, [COLOCATED, *overrides])
+    assert "\n" not in str(error.value)
+
+
+def test_cpu_plan_gives_the_ranks_every_core_and_rule_channels_none():
+    config = load_config(None, [COLOCATED])
+    slots = plan_slots(config, total_cpus=2)
+    assert [s.role for s in slots] == ["reward"] * len(config.rewards) + ["learner"]
+    assert [s.cpus for s in slots] == [0.0] * len(config.rewards) + [2.0]
+    assert rank_threads(slots[-1].cpus) == 2  # one rank on a 2-core machine: 2 threads
+    two = plan_slots(load_config(None, [COLOCATED, "learner.ranks=2"]), total_cpus=2)
+    assert [s.cpus for s in two if s.role == "learner"] == [1.0, 1.0]
+    three = plan_slots(load_config(None, [COLOCATED, "learner.ranks=3"]), total_cpus=2)
+    assert [rank_threads(s.cpus) for s in three if s.role == "learner"] == [1, 1, 1]
+    assert sum(s.cpus for s in three) <= 2
+
+
+def test_gpu_plan_is_one_gpu_per_rank_and_per_gpu_channel():
+    config = load_config(None, [COLOCATED, "cluster.gpus=3", "learner.ranks=2",
+                                "rewards=[{name: correct, kind: numeric_match},"
+                                " {name: judge, kind: exact_match, device: gpu}]"])
+    slots = plan_slots(config, total_cpus=4)
+    assert [(s.role, s.gpus) for s in slots] == [("reward", 0), ("reward", 1), ("learner", 1), ("learner", 1)]
+    with pytest.raises(ValueError, match="needs 3 GPUs"):
+        plan_slots(config.model_copy(update={"cluster": config.cluster.model_copy(update={"gpus": 2})}), 4)
+
+
+@pytest.fixture(scope="module")
+def local_ray(tiny_model_cache):
+    yield
+    ray.shutdown()
+
+
+def _placed(ray_gpus: int, *overrides: str):
+    start_local_ray(num_cpus=2, num_gpus=ray_gpus)
+    config = load_config(None, [COLOCATED, "task.prompts_per_step=4", "generator.group_size=2", *overrides])
+    slots = plan_slots(config, total_cpus=2)
+    return config, slots
+
+
+@pytest.mark.parametrize(("gpus", "ranks"), [(1, 1), (2, 2)])
+def test_ranks_generate_and_learn_on_their_own_gpu(local_ray, gpus, ranks):
+    config, slots = _placed(gpus, f"cluster.gpus={gpus}", f"learner.ranks={ranks}")
+    with reserved(slots, config.cluster.strategy) as group:
+        actors = create_actors(config, group, slots)
+        try:
+            placed = actors.placements()
+            pipeline = RolloutPipeline(actors.rollout_actors, make_task(config.task, 0), colocated=True)
+            prompts, rollouts = pipeline.collect(0)
+        finally:
+            actors.learner.shutdown()
+    assert actors.generators == [] and placed["generator"] == []
+    gpu_ids = [tuple(p["gpu_ids"]) for p in placed["learner"]]
+    assert [len(ids) for ids in gpu_ids] == [1] * ranks and len(set(gpu_ids)) == ranks  # one GPU each
+    assert all(p["gpu_ids"] == [] for p in placed["reward"])
+    assert len(rollouts) == len(prompts) * config.generator.group_size == 8
+    assert set(rollouts.policy_version.tolist()) == {0}
+
+
+def test_default_job_learns_colocated_and_rollouts_are_on_policy(local_ray, tmp_path):
+    start_local_ray(num_cpus=2)
+    config = load_config(None, ["run.progress=false", "cluster.placement=auto"])
+    outputs = train(config, tmp_path / "run")
+    rows = read_metrics(outputs.run_dir)
+    assert [r["step"] for r in rows] == list(range(config.run.steps))
+    first = np.mean([r["reward/correct"] for r in rows[:10]])
+    last = np.mean([r["reward/correct"] for r in rows[-10:]])
+    assert last - first >= 0.15, f"correct: first 10 steps {first:.3f}, last 10 steps {last:.3f}"
+    # the training model generated: the behaviour log-probs are the learner's own
+    assert max(r["learner/logprob_mismatch_max"] for r in rows) < 1e-4
+    table = pq.read_table(outputs.rollouts, columns=["step", "policy_version"])
+    assert table.num_rows == config.run.steps * config.task.prompts_per_step * config.generator.group_size
+    assert table.column("policy_version").to_pylist() == table.column("step").to_pylist()
+    assert any(outputs.adapter.glob("adapter_model.*"))
+
+
+def test_colocated_run_resumes_at_the_right_step(local_ray, tmp_path):
+    start_local_ray(num_cpus=2)
+    config = load_config(None, [*SHORT, COLOCATED, "learner.ranks=2", "run.steps=3", "run.checkpoint_every=2",
+                                "task.prompts_per_step=4", "generator.group_size=4"])
+    run_dir = tmp_path / "run"
+    train(config, run_dir)
+    (run_dir / "checkpoints" / "latest").write_text("step-000002")  # died before step 3's checkpoint
+    train(load_config(run_dir / "config.yaml", ["run.steps=5"]), run_dir, resume=True)
+    rows = read_metrics(run_dir)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    assert [r["policy_version"] for r in rows] == [1, 2, 3, 4, 5]
+    versions = pq.read_table(run_dir / "rollouts.parquet" / "step-000002.parquet").column("policy_version")
+    assert set(versions.to_pylist()) == {2}  # step 2 again, generated with the restored adapter
