@@ -117,6 +117,8 @@ class RewardChannelConfig(_Section):
     """Sub-channel name -> weight (times this channel's weight); the channel returns a dict of them, mixed as <name>/<sub>."""
     replicas: int = Field(default=1, ge=1)
     """Actors sharing this channel: the batch is split in order across them and the parts concatenated."""
+    on_dead: Literal["disable", "stop"] = "disable"
+    """Its actor used up cluster.max_actor_restarts: null for the rest of the run, or checkpoint, save the adapter, stop."""
 
     @field_validator("name")
     @classmethod

@@ -61,3 +61,12 @@ def exclusive_probe(prompts: list[str], completions: list[str], metadata: list[d
         return [1.0] * len(completions)
     finally:
         _inside -= 1
+
+
+def process_probe(actor: object) -> tuple[int, float]:
+    """Run inside an actor with ``__ray_call__``: its Python thread count and resident memory in MiB."""
+    import threading
+
+    import psutil
+
+    return threading.active_count(), psutil.Process().memory_info().rss / 2**20

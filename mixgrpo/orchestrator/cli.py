@@ -1,7 +1,8 @@
 """The ``mixgrpo`` command line: subcommands are the modules of ``mixgrpo.orchestrator.commands``.
 
 Exit codes: 0 done; 2 bad input (an ``InputError``: one line, the traceback only with ``--debug``);
-1 anything else, with its traceback (a bug, never dressed up as a user mistake); 130 / 143 a run
+1 anything else, with its traceback (a bug, never dressed up as a user mistake), except a run stopped
+by a dead reward channel (``on_dead: stop``: one line, after its checkpoint and adapter); 130 / 143 a run
 stopped by Ctrl-C / SIGTERM after its checkpoint.
 """
 
@@ -17,6 +18,7 @@ from types import ModuleType
 
 from mixgrpo.errors import InputError
 from mixgrpo.orchestrator import commands
+from mixgrpo.orchestrator.dead_channel import RewardChannelDead
 from mixgrpo.orchestrator.interrupt import TrainingInterrupted
 
 
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as stopped:
         print(f"mixgrpo: {stopped}", file=sys.stderr)
         return stopped.exit_code
+    except RewardChannelDead as dead:  # on_dead: stop, after the checkpoint and the adapter were written
+        print(f"mixgrpo: error: {dead}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # outside a run's step loop (which handles the signal itself)
         print("mixgrpo: interrupted", file=sys.stderr)
         return 130

@@ -25,6 +25,7 @@ from mixgrpo.config import Config, dump_config
 from mixgrpo.errors import InputError
 from mixgrpo.faults import failpoint
 from mixgrpo.orchestrator.checkpoint import load_latest_checkpoint, save_checkpoint
+from mixgrpo.orchestrator.dead_channel import RewardChannelDead
 from mixgrpo.orchestrator.interrupt import StopRequest, TrainingInterrupted
 from mixgrpo.orchestrator.learner_group import LearnerGroup, LearnerGroupError
 from mixgrpo.orchestrator.metrics import RunRecorder, plot_rewards, summary_table
@@ -222,6 +223,15 @@ def _recover_learner(config: Config, actors: Actors, loop: StepLoop, run_dir: Pa
     return next_step
 
 
+def _stop_for_dead_channel(config: Config, actors: Actors, run_dir: Path, step: int,
+                           dead: RewardChannelDead) -> None:
+    """Checkpoint (resuming reruns ``step``) and save the adapter, then raise ``dead`` saying where they are."""
+    save_checkpoint(run_dir, step, actors.learner.state())
+    actors.learner.save_adapter(str(run_dir / "adapter"))
+    push_outputs(run_dir, config.run.output_uri)
+    raise RewardChannelDead(dead.channel, f"checkpoint (next step {step}) and adapter in {run_dir}") from None
+
+
 def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume: bool,
                observer: StepObserver | None, stop: StopRequest) -> RunOutputs:
     recorder = RunRecorder(run_dir, config.channel_names, config.run.steps,
@@ -239,12 +249,16 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
     recorder.truncate_from(start)
     loop = StepLoop(config, pipeline, actors.rewards, actors.learner, recorder, version)
     step = saved = start
+    dead: RewardChannelDead | None = None
     while step < config.run.steps and not stop.requested:
         try:
             metrics = loop.run_step(step)
         except (LearnerGroupError, ColocatedRankLost) as error:  # colocated: a rank lost while generating
             step = saved = _recover_learner(config, actors, loop, run_dir, error)
             continue
+        except RewardChannelDead as error:  # on_dead: stop; checkpoint and adapter are written below
+            dead = error
+            break
         if observer is not None:
             observer(step, metrics, actors, loop)
         step += 1
@@ -255,6 +269,8 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
         failpoint("step_end", "driver", step - 1)
     pipeline.wait_for_broadcast()
     recorder.close()
+    if dead is not None:
+        _stop_for_dead_channel(config, actors, run_dir, step, dead)
     if stop.requested:
         if step > saved:
             save_checkpoint(run_dir, step, actors.learner.state())

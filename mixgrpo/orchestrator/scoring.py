@@ -7,11 +7,25 @@ of the batch); their values are written back in order. The driver waits with
 ``ray.wait`` until each channel's timeout (the worker enforces it too; the
 driver's grace covers a worker that is stuck or dead): a late, failed or dead
 channel (or replica) is null for the step (its rows), never a stall.
+
+Restarts. A worker whose actor crashed is restarted by Ray; one that reports
+``stuck`` (its timed-out call still runs, see actors/reward.py) or that missed
+the driver's deadline is restarted here through Ray, the only way to stop a
+call inside it. The driver waits for the restart before the next step, logging
+what it waits for at least every ``timeout_s + DRIVER_GRACE_S``. Every restart,
+crash or stuck call alike, uses one of the actor's ``cluster.max_actor_restarts``
+(Ray's own count): a channel that hangs on every call is thus restarted a
+bounded number of times, not every step for the rest of the run. Once Ray reports
+the actor dead (``ActorDiedError``: restarts used up), the channel's ``on_dead``
+decides: ``disable`` (null for the rest of the run, counted ``disabled``, one
+loud log line) or ``stop`` (``RewardChannelDead``; the driver checkpoints and
+saves the adapter first).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,14 +33,21 @@ from typing import Any
 import numpy as np
 import ray
 
+from mixgrpo.actors.reward import STUCK
 from mixgrpo.batch import PromptBatch, RolloutBatch
 from mixgrpo.config import RewardChannelConfig
-from mixgrpo.orchestrator.placement import wait_until_alive
+from mixgrpo.orchestrator.dead_channel import RewardChannelDead
 
 logger = logging.getLogger("mixgrpo.scoring")
 
 DRIVER_GRACE_S = 5.0
 """Extra seconds the driver waits beyond a channel's own timeout before giving up on its actor."""
+
+RESTART_WAIT_S = 300.0
+"""Longest wait for Ray to bring a reward actor back (a model channel reloads its model); past it the actor is dead."""
+
+DISABLED = "disabled"
+"""Counter of a step in which a channel was not scored because its actor is dead (``on_dead: disable``)."""
 
 
 @dataclass(frozen=True)
@@ -76,52 +97,117 @@ def _add(total: dict[str, dict[str, int]], more: dict[str, dict[str, int]]) -> N
 
 
 def score_all_channels(
-    workers: list[Any], channels: list[RewardChannelConfig], prompts: PromptBatch, rollouts: RolloutBatch
+    workers: list[Any], channels: list[RewardChannelConfig], prompts: PromptBatch, rollouts: RolloutBatch,
+    disabled: set[str] | None = None,
 ) -> StepScores:
     """Score all channels (and all replicas of each) concurrently; (N, R) rewards, nulls for what failed.
 
     ``workers`` is channel-major with ``channel.replicas`` actors per channel; replica k
-    of a channel scores the k-th contiguous share of the completions.
+    of a channel scores the k-th contiguous share of the completions. ``disabled`` (the
+    caller keeps it across steps) names channels whose actor is dead: they are null and
+    counted ``disabled``; a channel whose actor dies for good in this step is added to it,
+    or raises RewardChannelDead with ``on_dead: stop``.
     """
+    disabled = set() if disabled is None else disabled
     prompts_ref, rollouts_ref = ray.put(prompts), ray.put(rollouts)
     heads = [head for channel in channels for head in channel.head_names]
     column = {head: index for index, head in enumerate(heads)}
     started = time.monotonic()
-    pending: dict[Any, tuple[RewardChannelConfig, np.ndarray]] = {}
+    counters: dict[str, dict[str, int]] = {head: {} for head in heads}
+    pending: dict[Any, tuple[RewardChannelConfig, Any, np.ndarray]] = {}
     for channel, group in zip(channels, group_workers(workers, channels)):
+        if channel.name in disabled:
+            _add(counters, _head_counters(channel, {DISABLED: 1}))
+            continue
         if len(group) == 1:
-            pending[group[0].score.remote(prompts_ref, rollouts_ref)] = (channel, np.arange(len(rollouts)))
+            pending[group[0].score.remote(prompts_ref, rollouts_ref)] = (channel, group[0], np.arange(len(rollouts)))
             continue
         for worker, rows in zip(group, replica_rows(len(rollouts), len(group))):
-            pending[worker.score.remote(prompts_ref, rollouts_ref, rows)] = (channel, rows)
-    deadlines = {ref: started + channel.timeout_s + DRIVER_GRACE_S for ref, (channel, _) in pending.items()}
+            pending[worker.score.remote(prompts_ref, rollouts_ref, rows)] = (channel, worker, rows)
+    deadlines = {ref: started + channel.timeout_s + DRIVER_GRACE_S for ref, (channel, _, _) in pending.items()}
     rewards = np.full((len(rollouts), len(heads)), np.nan)
-    counters: dict[str, dict[str, int]] = {head: {} for head in heads}
     seconds: dict[str, float] = {}
-    restarting = False
+    to_restart: list[tuple[RewardChannelConfig, Any, str]] = []
+    """(channel, worker, why): why is crashed (Ray restarts it by itself), stuck or late (restarted here)."""
     while pending:
         wait_s = max(0.0, min(deadlines[ref] for ref in pending) - time.monotonic())
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait_s)
         for ref in ready:
-            channel, rows = pending.pop(ref)
+            channel, worker, rows = pending.pop(ref)
             try:
                 result = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
                 _add(counters, _head_counters(channel, {"actor_errors": 1}))
                 logger.warning("reward channel %r: actor failed: %s", channel.name, str(error).splitlines()[0])
-                restarting = True
+                to_restart.append((channel, worker, "crashed"))
                 continue
             for head, values in result.values.items():
                 if head in column:
                     rewards[rows, column[head]] = values
             _add(counters, _head_counters(channel, result.counters))
             seconds[channel.name] = max(seconds.get(channel.name, 0.0), result.seconds)
+            if result.counters.get(STUCK):
+                to_restart.append((channel, worker, STUCK))
         for ref in [r for r in pending if deadlines[r] <= time.monotonic()]:
-            channel, _ = pending.pop(ref)
+            channel, worker, _ = pending.pop(ref)
             _add(counters, _head_counters(channel, {"timeouts": 1}))
-            ray.cancel(ref)
             logger.warning("reward channel %r: no answer within its deadline; null for this step", channel.name)
-    if restarting:  # a dead worker is null for this step only: wait for Ray to bring it back
-        for worker in workers:
-            wait_until_alive(worker)
+            to_restart.append((channel, worker, "late"))
+    for channel, worker, why in to_restart:
+        if channel.name not in disabled and not _restarted(worker, channel, why):
+            _on_dead(channel, disabled)
     return StepScores(rewards=rewards, counters=counters, seconds=seconds)
+
+
+_RESTART_REASONS = {"crashed": "its actor died", STUCK: "a timed-out call still runs inside its actor",
+                    "late": "its actor is still inside the call that missed the deadline"}
+
+
+def _exit_process(actor: Any) -> None:
+    """Run inside a reward actor (``__ray_call__``): end its process so that Ray restarts it."""
+    os._exit(1)
+
+
+def _restarted(worker: Any, channel: RewardChannelConfig, why: str) -> bool:
+    """Have Ray restart ``worker`` (``why``: crashed, Ray already does; stuck; late) and wait until it answers.
+
+    False when Ray reports it dead for good (restarts used up) or it is not back within
+    RESTART_WAIT_S; a line is logged at least every ``timeout_s + DRIVER_GRACE_S`` of waiting.
+    """
+    patience = channel.timeout_s + DRIVER_GRACE_S
+    logger.warning("reward channel %r: %s; waiting for Ray to restart it", channel.name, _RESTART_REASONS[why])
+    if why == STUCK:  # idle: it ends its own process, so the poll below cannot be answered by the old one
+        try:
+            ray.get(worker.__ray_call__.remote(_exit_process), timeout=patience)
+        except ray.exceptions.ActorDiedError:
+            return False
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            pass  # it exited (or hangs on its way out: the poll below waits, and logs)
+    elif why == "late":  # busy inside the late call: killed, it cannot answer the poll below before it dies
+        ray.kill(worker, no_restart=False)
+    started = last_log = time.monotonic()
+    while True:
+        try:
+            ray.get(worker.placement.remote(), timeout=patience)
+            return True
+        except ray.exceptions.ActorDiedError:
+            return False
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            now = time.monotonic()
+            if now - started >= RESTART_WAIT_S:
+                ray.kill(worker, no_restart=True)  # never back mid-run in an unknown state
+                return False
+            if now - last_log >= patience:
+                logger.warning("reward channel %r: still waiting for Ray to restart its actor (%.0fs)",
+                               channel.name, now - started)
+                last_log = now
+            time.sleep(0.5)
+
+
+def _on_dead(channel: RewardChannelConfig, disabled: set[str]) -> None:
+    """A channel whose actor is dead for good: disable it for the rest of the run, or stop the run."""
+    if channel.on_dead == "stop":
+        raise RewardChannelDead(channel.name)
+    disabled.add(channel.name)
+    logger.error("reward channel %r DISABLED for the rest of the run: its actor used up cluster.max_actor_restarts; "
+                 "null from now on (failures/%s/%s)", channel.name, channel.name, DISABLED)

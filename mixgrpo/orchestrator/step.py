@@ -33,6 +33,8 @@ class StepLoop:
         self.learner_restarts = 0
         self.all_null_in_row = 0
         self.skipped_in_row = 0
+        self.disabled_channels: set[str] = set()
+        """Reward channels whose actor is dead (on_dead: disable): null for the rest of the run."""
         self.last_driver_spans: list[tuple[str, float, float]] = []
         """The driver's (stage, start, end) spans of the last step (for mixgrpo bench)."""
         self.weights = np.asarray(config.channel_weights, dtype=np.float64)
@@ -53,7 +55,8 @@ class StepLoop:
         if len(rollouts) == 0:
             raise RuntimeError(f"step {step}: every rollout group was older than async_steps={max_lag}")
         mark = timer.add("generate", mark)
-        scores = score_all_channels(self.reward_workers, self.config.rewards, prompts, rollouts)
+        scores = score_all_channels(self.reward_workers, self.config.rewards, prompts, rollouts,
+                                    self.disabled_channels)
         mark = timer.add("reward", mark)
         mix = self._mix(scores, len(prompts))
         advantages = mix.advantages.reshape(-1)
