@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mixgrpo.builtin import build_once
+from mixgrpo.builtin.tiny_clip_digits import TINY_CLIP_DIGITS, tiny_clip_digits_dir
 from mixgrpo.runtime import cache_root
 
 TINY_CLIP = "builtin:tiny-clip"
@@ -37,8 +38,14 @@ def build_tiny_clip(directory: Path, seed: int = 0) -> None:
         json.dumps({"model_cfg": _TINY_CONFIG, "preprocess_cfg": _CLIP_MEAN_STD}, indent=1))
 
 
+CLIP_BUILTINS = (TINY_CLIP, TINY_CLIP_DIGITS)
+"""Builtin open_clip models, by full name."""
+
+
 def resolve_clip_name(model: str) -> str:
-    """The open_clip model name to load: ``builtin:tiny-clip`` is built (once) and becomes ``local-dir:...``."""
+    """The open_clip model name to load: a builtin CLIP is built (once) and becomes ``local-dir:...``."""
+    if model == TINY_CLIP_DIGITS:
+        return f"local-dir:{tiny_clip_digits_dir()}"
     if model != TINY_CLIP:
         return model
     target = build_once(cache_root() / f"tiny-clip-{_TINY_VERSION}", "open_clip_config.json", build_tiny_clip)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mixgrpo.builtin.tiny_clip import TINY_CLIP, resolve_clip_name
+from mixgrpo.builtin.tiny_clip import CLIP_BUILTINS, resolve_clip_name
 from mixgrpo.runtime import pick_device
 
 CLIPSCORE_W = 2.5
@@ -30,8 +30,8 @@ CLIPSCORE_W = 2.5
 
 def check_clip_source(model: str, pretrained: str | None) -> None:
     """ValueError for a source that cannot load, checked without loading anything."""
-    if model.startswith("builtin:") and model != TINY_CLIP:
-        raise ValueError(f"unknown builtin CLIP model {model!r}; known: {TINY_CLIP}")
+    if model.startswith("builtin:") and model not in CLIP_BUILTINS:
+        raise ValueError(f"unknown builtin CLIP model {model!r}; known: {', '.join(CLIP_BUILTINS)}")
     if model.startswith("local-dir:") and not (Path(model.removeprefix("local-dir:")) / "open_clip_config.json").is_file():
         raise ValueError(f"{model}: no open_clip_config.json in that directory")
     looks_like_file = pretrained is not None and (pretrained.startswith(("/", ".", "~")) or "." in Path(pretrained).name)

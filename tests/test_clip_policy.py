@@ -1,0 +1,300 @@
+"""The CLIP classifier policy: sampling and log-probs by hand, LoRA targets, reference, scopes, bad input, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.functional import normalize
+
+from mixgrpo.actors.clip_policy import ClipPolicy, check_clip_inputs, check_clip_policy_source
+from mixgrpo.batch import PromptBatch, TrainBatch
+from mixgrpo.config import ConfigError, config_from_dict
+from mixgrpo.errors import InputError
+from mixgrpo.rewards.mixer import compute_advantages
+from mixgrpo.tasks import make_task
+
+CHANNEL = [{"name": "accuracy", "kind": "exact_match", "options": {"answer_key": "label"}}]
+
+
+def _config(*, clip: dict | None = None, task: dict | None = None, **sections):
+    data = {
+        "model": {"kind": "clip", "path": "builtin:tiny-clip-digits", "clip": {"tune": "full", **(clip or {})}},
+        "task": {"kind": "image-classes", "prompts_per_step": 8, "eval_fraction": 0.2, **(task or {})},
+        "generator": {"group_size": 4, "temperature": 2.0},
+        "rewards": CHANNEL,
+        "cluster": {"placement": "colocated"},
+    }
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value}
+    return config_from_dict(data)
+
+
+def _policy(config) -> ClipPolicy:
+    return ClipPolicy(config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed,
+                      task=config.task)
+
+
+@pytest.fixture(scope="module")
+def full_policy(tiny_model_cache):
+    config = _config()
+    return config, _policy(config), make_task(config.task, config.run.seed)
+
+
+def _train_batch(policy: ClipPolicy, prompts: PromptBatch, step: int) -> TrainBatch:
+    """One GRPO batch: sampled classes rewarded 1 when right, group-normalised advantages."""
+    rollouts = policy.generate(prompts, step)
+    labels = np.array([prompts.metadata[i]["label_index"] for i in rollouts.prompt_index])
+    rewards = (np.concatenate(rollouts.completion_token_ids) == labels).astype(float)
+    advantages = compute_advantages(rewards.reshape(len(prompts), -1, 1), np.ones(1), mode="na", scope="group")
+    return TrainBatch(rollouts.prompt_token_ids, rollouts.completion_token_ids, rollouts.behaviour_logprobs,
+                      advantages.advantages.reshape(-1).astype(np.float32))
+
+
+def test_sampling_and_logprobs_match_a_hand_computation(full_policy):
+    config, policy, task = full_policy
+    prompts = task.sample(0)
+    rollouts = policy.generate(prompts, 0)
+    m = config.generator.group_size
+    assert len(rollouts) == len(prompts) * m
+    assert list(rollouts.prompt_index) == [i for i in range(len(prompts)) for _ in range(m)]
+    clip = policy.clip
+    with torch.no_grad():  # by hand: CLIP's zero-shot logits, softmax at the sampling temperature
+        texts = [[t.format(c) for t in config.task.image_classes.templates] for c in policy.classes.names]
+        text = torch.stack([normalize(normalize(clip.encode_text(policy.tokenizer(ts)), dim=-1).mean(0), dim=0)
+                            for ts in texts])
+        image = normalize(clip.encode_image(policy.images.pixels(prompts.prompt_ids)), dim=-1)
+        log_p = torch.log_softmax(clip.logit_scale.exp() * image @ text.T / config.generator.temperature, dim=-1)
+    for k in range(len(rollouts)):
+        image_row, action = rollouts.prompt_index[k], int(rollouts.completion_token_ids[k][0])
+        assert int(rollouts.prompt_token_ids[k][0]) == int(prompts.prompt_ids[image_row])
+        assert rollouts.completion_text[k] == policy.classes.names[action]
+        assert float(rollouts.behaviour_logprobs[k][0]) == pytest.approx(float(log_p[image_row, action]), abs=1e-5)
+    assert policy.generate(prompts, 0).completion_text == rollouts.completion_text  # seeded by (seed, step, id)
+    greedy = policy.generate(prompts, 0, n=1, temperature=0.0)
+    assert [int(c[0]) for c in greedy.completion_token_ids] == log_p.argmax(-1).tolist()
+
+
+def test_sampled_class_frequencies_follow_the_policy(full_policy):
+    config, policy, task = full_policy
+    prompts = task.pool.take([0])
+    rollouts = policy.generate(prompts, 0, n=4000)
+    with torch.no_grad():
+        expected = torch.softmax(policy.logits(prompts.prompt_ids)[0] / config.generator.temperature, -1).numpy()
+    observed = np.bincount(np.concatenate(rollouts.completion_token_ids), minlength=10) / 4000
+    assert np.abs(observed - expected).max() < 0.03
+
+
+def test_learner_logprobs_equal_the_sampling_logprobs_before_an_update(full_policy):
+    _, policy, task = full_policy
+    result = policy.train_step(_train_batch(policy, task.sample(1), 1))
+    assert result.metrics["logprob_mismatch_max"] < 1e-5
+    assert result.metrics["ratio_max"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_grpo_steps_raise_the_probability_of_rewarded_classes(tiny_model_cache):
+    config = _config(learner={"lr": 3e-3})
+    policy, task = _policy(config), make_task(config.task, 0)
+    prompts = task.sample(0)
+    labels = torch.tensor([record["label_index"] for record in prompts.metadata])
+
+    def p_correct() -> float:
+        with torch.no_grad():
+            probs = torch.softmax(policy.logits(prompts.prompt_ids) / config.generator.temperature, -1)
+        return float(probs[torch.arange(len(labels)), labels].mean())
+
+    before = p_correct()
+    for step in range(10):
+        policy.train_step(_train_batch(policy, prompts, step))
+    assert p_correct() > before + 0.1
+
+
+@pytest.mark.parametrize("target", ["out_proj", "attn.out_proj", "all-linear", "q_proj"])
+def test_lora_targets_that_train_nothing_are_refused_naming_the_ones_that_do(target):
+    with pytest.raises(ConfigError, match=r"model.clip.lora_targets.*'attn', 'mlp.c_fc', 'mlp.c_proj'"):
+        _config(clip={"tune": "lora", "lora_targets": [target]})
+
+
+def test_out_proj_lora_factors_do_not_change_open_clip_attention(tiny_model_cache):
+    """Why out_proj is refused: nn.MultiheadAttention reads out_proj.weight directly, bypassing a LoRA wrapper."""
+    import open_clip
+    from peft import LoraConfig, get_peft_model
+
+    from mixgrpo.builtin.tiny_clip import resolve_clip_name
+
+    clip = open_clip.create_model_and_transforms(resolve_clip_name("builtin:tiny-clip-digits"))[0].eval()
+    wrapped = get_peft_model(clip, LoraConfig(r=4, target_modules=r"^visual\.transformer\.resblocks\.\d+\.attn\.out_proj$"))
+    pixels = torch.randn(2, 3, 16, 16)
+    before = wrapped.base_model.model.encode_image(pixels)
+    for name, parameter in wrapped.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_()
+    assert torch.equal(wrapped.base_model.model.encode_image(pixels), before)
+
+
+@pytest.mark.parametrize("targets", [["attn"], ["mlp.c_fc"], ["mlp.c_proj"]])
+def test_lora_targets_that_work_change_the_policy_after_one_step(tiny_model_cache, targets):
+    config = _config(clip={"tune": "lora", "lora_targets": targets}, learner={"lr": 1e-2})
+    policy, task = _policy(config), make_task(config.task, 0)
+    assert policy.trainable and all("lora_" in name for name in policy.adapter_tensors())
+    prompts = task.sample(0)
+    before = policy.logits(prompts.prompt_ids).detach()
+    for step in range(2):  # LoRA B starts at 0: the first step moves B, the second makes A's gradient count
+        policy.train_step(_train_batch(policy, prompts, step))
+    assert not torch.allclose(policy.logits(prompts.prompt_ids), before, atol=1e-6)
+
+
+def test_lora_reference_is_the_model_with_the_adapter_off(tiny_model_cache):
+    config = _config(clip={"tune": "lora"}, learner={"lr": 1e-2},
+                     algorithm={"loss": {"kl_coef": 0.1}})
+    policy, task = _policy(config), make_task(config.task, 0)
+    prompts = task.sample(0)
+    initial = policy.logits(prompts.prompt_ids).detach()
+    for step in range(3):
+        result = policy.train_step(_train_batch(policy, prompts, step))
+    assert result.metrics["kl"] > 0
+    with torch.no_grad(), policy.model.disable_adapter():
+        reference = policy.logits(prompts.prompt_ids)
+    assert torch.allclose(reference, initial, atol=1e-5)
+    assert not torch.allclose(policy.logits(prompts.prompt_ids), initial, atol=1e-4)
+
+
+def test_full_fine_tune_reference_is_a_frozen_copy_of_the_initial_weights(tiny_model_cache):
+    config = _config(learner={"lr": 1e-2}, algorithm={"loss": {"kl_coef": 0.1}})
+    policy, task = _policy(config), make_task(config.task, 0)
+    prompts = task.sample(0)
+    initial = policy.logits(prompts.prompt_ids).detach()
+    for step in range(3):
+        result = policy.train_step(_train_batch(policy, prompts, step))
+    assert result.metrics["kl"] > 0
+    assert torch.allclose(policy.logits(prompts.prompt_ids, policy.reference), initial, atol=1e-5)
+    assert not any(p.requires_grad for p in policy.reference.parameters())
+
+
+def test_frozen_text_tower_features_are_cached_and_its_weights_do_not_train(full_policy):
+    _, policy, _ = full_policy
+    assert policy._text_features is not None
+    assert all(name.startswith("visual.") for name in policy.adapter_tensors())
+
+
+def test_group_size_one_needs_batch_scope():
+    with pytest.raises(ConfigError, match="algorithm.scope=batch"):
+        _config(generator={"group_size": 1})
+    config = _config(generator={"group_size": 1}, algorithm={"scope": "batch"})
+    rewards = np.array([1.0, 0.0, 0.0, 1.0]).reshape(4, 1, 1)
+    batch = compute_advantages(rewards, np.ones(1), mode="na", scope=config.algorithm.scope)
+    group = compute_advantages(rewards, np.ones(1), mode="na", scope="group")
+    assert np.allclose(group.advantages, 0)  # one sample per group: no baseline, no signal
+    assert np.allclose(batch.advantages.reshape(-1), [1, -1, -1, 1])
+
+
+def test_one_label_per_image_with_batch_scope_learns(tiny_model_cache):
+    config = _config(generator={"group_size": 1}, algorithm={"scope": "batch"}, learner={"lr": 1e-2},
+                     task={"prompts_per_step": 32})
+    policy, task = _policy(config), make_task(config.task, 0)
+    prompts = task.sample(0)
+    labels = torch.tensor([record["label_index"] for record in prompts.metadata])
+
+    def p_correct() -> float:
+        with torch.no_grad():
+            probs = torch.softmax(policy.logits(prompts.prompt_ids) / config.generator.temperature, -1)
+        return float(probs[torch.arange(len(labels)), labels].mean())
+
+    before = p_correct()
+    for step in range(20):
+        rollouts = policy.generate(prompts, step)
+        assert len(rollouts) == len(prompts)
+        rewards = (np.concatenate(rollouts.completion_token_ids) == labels.numpy()).astype(float)
+        mix = compute_advantages(rewards.reshape(-1, 1, 1), np.ones(1), mode="na", scope="batch")
+        policy.train_step(TrainBatch(rollouts.prompt_token_ids, rollouts.completion_token_ids,
+                                     rollouts.behaviour_logprobs, mix.advantages.reshape(-1).astype(np.float32)))
+    assert p_correct() > before + 0.05, (before, p_correct())
+
+
+def test_resume_restores_the_same_policy_optimizer_and_version(tiny_model_cache):
+    config = _config()
+    policy, task = _policy(config), make_task(config.task, 0)
+    for step in range(2):
+        policy.train_step(_train_batch(policy, task.sample(step), step))
+    state = policy.state()
+    resumed = _policy(config)
+    assert resumed.load_state(state) == policy.version == 2
+    prompts = task.sample(2)
+    assert torch.allclose(resumed.logits(prompts.prompt_ids), policy.logits(prompts.prompt_ids))
+    batch = _train_batch(policy, prompts, 2)
+    policy.train_step(batch)
+    resumed.train_step(batch)
+    assert torch.allclose(resumed.logits(prompts.prompt_ids), policy.logits(prompts.prompt_ids), atol=1e-6)
+
+
+def test_save_adapter_writes_peft_format_for_lora(tiny_model_cache, tmp_path):
+    config = _config(clip={"tune": "lora", "train_logit_scale": True})
+    policy = _policy(config)
+    policy.save_adapter(str(tmp_path / "adapter"))
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == config.learner.lora.rank
+    assert (tmp_path / "adapter" / "trained.safetensors").is_file()  # logit_scale travels beside the LoRA
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def _png_data_url() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _file_task(path, **options):
+    return _config(task={"path": str(path), "eval_fraction": 0.0,
+                         "image_classes": {"classes": ["cat", "dog"], "templates": ["a {}"], **options}}).task
+
+
+def test_bad_image_files_fail_with_one_line_naming_row_and_column(tmp_path, tiny_model_cache):
+    good = {"image": _png_data_url(), "label": "cat"}
+    missing = _write_jsonl(tmp_path / "missing.jsonl", [good, {"picture": good["image"], "label": "dog"}])
+    with pytest.raises(InputError, match=r"missing.jsonl: row 1: no 'image' column \(task.image_classes.image_column"):
+        make_task(_file_task(missing), 0)
+    unknown = _write_jsonl(tmp_path / "unknown.jsonl", [good, good, {"image": good["image"], "label": "cow"}])
+    with pytest.raises(InputError, match=r"row 2, column 'label': label 'cow' is not in task.image_classes.classes"):
+        make_task(_file_task(unknown), 0)
+    unreadable = _write_jsonl(tmp_path / "unreadable.jsonl", [good, {"image": "no-such.png", "label": "dog"}])
+    config = _config(task={"path": str(unreadable), "eval_fraction": 0.0,
+                           "image_classes": {"classes": ["cat", "dog"], "templates": ["a {}"]}})
+    with pytest.raises(InputError, match=r"unreadable.jsonl: row 1, column 'image': not a readable image") as error:
+        check_clip_inputs(config.model, config.task, 0)
+    assert "\n" not in str(error.value)
+
+
+def test_a_file_task_needs_its_class_list():
+    with pytest.raises(ConfigError, match="needs task.image_classes.classes"):
+        _config(task={"path": "images.jsonl"})
+
+
+def test_a_random_init_text_tower_stays_frozen():
+    with pytest.raises(ConfigError, match="random-init text tower, which must stay frozen"):
+        _config(clip={"towers": "both"})
+
+
+def test_clip_needs_colocated_placement():
+    with pytest.raises(ConfigError, match="cluster.placement=colocated"):
+        _config(cluster={"placement": "disaggregated"})
+
+
+def test_pretrained_weights_that_are_not_local_fail_at_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache
+    config = _config()
+    model = config.model.model_copy(update={"path": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"})
+    with pytest.raises(InputError, match="not in the local cache and the hub is disabled"):
+        check_clip_policy_source(model)
+    with pytest.raises(InputError, match="is not an open_clip tag of ViT-B-32"):
+        check_clip_policy_source(model.model_copy(update={"pretrained": "no-such-tag"}))
