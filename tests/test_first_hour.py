@@ -80,8 +80,17 @@ def _long_prompt_file(tmp_path: Path) -> Path:
     return path
 
 
+def _file_config_path(path: Path) -> Path:
+    """A job on the prompt file ``path`` (every prompt trained on, 8 new tokens as in the default job)."""
+    config = path.with_name("job.yaml")
+    config.write_text(f"task: {{kind: file, path: {path}, prompts_per_step: 2}}\n"
+                      "generator: {max_new_tokens: 8}\n"
+                      "rewards:\n  - {name: correct, kind: numeric_match}\n")
+    return config
+
+
 def _file_config(path: Path, *overrides: str):
-    return load_config(None, ["task.kind=file", f"task.path={path}", "task.prompts_per_step=2", *overrides])
+    return load_config(_file_config_path(path), list(overrides))
 
 
 def test_overlong_prompt_is_dropped_counted_and_logged_with_its_id(tiny_model_cache, tmp_path, caplog):
@@ -111,7 +120,7 @@ def test_overlong_prompt_truncated_on_the_left_keeps_its_end(tiny_model_cache, t
 
 def test_overlong_prompt_with_policy_error_fails_before_ray(tiny_model_cache, tmp_path, capsys):
     path = _long_prompt_file(tmp_path)
-    error = _fails_early(["train", "--set", "task.kind=file", "--set", f"task.path={path}",
+    error = _fails_early(["train", "--config", str(_file_config_path(path)),
                           "--set", "task.overlong_prompts=error", "--out", str(tmp_path / "run")],
                          capsys, f"{path}: 1 of 3 prompts exceed task.max_prompt_tokens=120 (id 1: ")
     assert error.endswith("set task.overlong_prompts=drop or truncate_left")
