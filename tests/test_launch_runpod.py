@@ -173,9 +173,19 @@ def test_unknown_gpu_type_fails_before_anything_is_created(pod_env, api, capfd, 
 def test_config_errors_are_the_ones_of_train_and_come_before_the_api(pod_env, api, capfd):
     assert _launch("--set", "learner.lora.rnk=4") == 2
     assert "config error at learner.lora.rnk: unknown key" in capfd.readouterr().err
-    assert _launch("--gpus", "1") == 2  # one generator + one learner rank need two GPUs
+    # disaggregated on purpose: one generator + one learner rank need two GPUs
+    assert _launch("--gpus", "1", "--set", "cluster.placement=disaggregated") == 2
     assert "cluster.gpus=1 but the run needs 2 GPUs" in capfd.readouterr().err
     assert api.requests == []
+
+
+def test_one_gpu_dry_run_plans_one_colocated_gpu(pod_env, api, capfd, tmp_path):
+    code = main(["launch", "runpod", "--gpu-type", H100, "--gpus", "1", "--dry-run", *TINY])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert "colocated: 1 learner rank(s) that also generate on 1 GPU(s)" in out
+    assert "gpuCount: 1" in out and api.requests == [] and api.pods == {}
+    assert "placement: auto" in out  # the shipped config leaves the choice to the pod's GPUs
 
 
 def test_api_error_at_creation_is_one_line_and_leaves_no_pod(pod_env, sshd, capfd, monkeypatch):

@@ -101,7 +101,8 @@ def analyse(collector: SpanCollector, config: Config, warmup: int) -> BenchFigur
     for span in spans:
         if span.lane != "driver":
             lane_busy[span.lane] = lane_busy.get(span.lane, 0.0) + span.end - span.start
-    generating = sum(s.end - s.start for s in spans if s.lane.startswith("generator-") and s.stage == "generate")
+    # generator lanes, or (colocated) the learner ranks' generate spans on their own lanes
+    generating = sum(s.end - s.start for s in spans if s.lane != "driver" and s.stage == "generate")
     training = sum(s.end - s.start for s in spans if s.lane == "learner-0" and s.stage == "train_step")
     stage_s = {stage: float(np.mean([m.get(f"time/{stage}", 0.0) for m in measured])) for stage in DRIVER_STAGES}
     per_step = {lane: busy / len(measured) for lane, busy in lane_busy.items()}

@@ -15,6 +15,7 @@ HELP = "train on a RunPod GPU pod from here (launch runpod ...), and follow, fet
 EPILOG = """\
 examples:
   export RUNPOD_API_KEY=...            # or RUNPOD_API_KEY=... in ./.env
+  mixgrpo launch runpod --gpu-type "NVIDIA GeForce RTX 4090" --gpus 1 --max-cost 2   # colocated on one GPU
   mixgrpo launch runpod --gpu-type "NVIDIA H100 80GB HBM3" --gpus 2 --max-cost 20
   mixgrpo launch runpod --config configs/local-tiny.yaml --gpu-type "NVIDIA GeForce RTX 4090" --dry-run
   mixgrpo launch status runs/NAME      # pod, cost so far, job, last log lines

@@ -90,11 +90,18 @@ class PreparedJob:
 
 
 def prepare_job(options: LaunchOptions) -> PreparedJob:
-    """Load and check the config exactly as ``mixgrpo train`` would, with cluster.gpus = the pod's GPUs."""
+    """Load and check the config exactly as ``mixgrpo train`` would, with cluster.gpus = the pod's GPUs.
+
+    A config that names no ``cluster.placement`` runs ``auto`` on the pod: colocated when the pod
+    has fewer GPUs than a disaggregated plan needs (``--gpus 1``: one GPU per learner rank).
+    """
     from mixgrpo.orchestrator.driver import preflight
     from mixgrpo.orchestrator.placement import plan_slots
 
-    config = load_config(options.config_path, [*options.overrides, f"cluster.gpus={options.gpus}"])
+    overrides = [*options.overrides, f"cluster.gpus={options.gpus}"]
+    config = load_config(options.config_path, overrides)
+    if "placement" not in config.cluster.model_fields_set:
+        config = load_config(options.config_path, [*overrides, "cluster.placement=auto"])
     if config.cluster.address:
         raise InputError("cluster.address is set: a RunPod launch starts its own Ray on the pod (unset it)")
     model = Path(config.model.path).expanduser()
@@ -102,7 +109,7 @@ def prepare_job(options: LaunchOptions) -> PreparedJob:
         raise InputError(f"model.path {config.model.path!r} is a local directory the pod cannot see: use a "
                          "Hugging Face Hub id (HF_TOKEN for gated ones) or an --image that holds it")
     preflight(config)
-    plan_slots(config, total_cpus=1.0)  # cluster.gpus too small for generators + GPU channels + learner ranks
+    plan_slots(config, total_cpus=1.0)  # cluster.gpus too small for the placement's GPU actors
     data = config.model_dump(mode="json")
     files = {}
     if config.task.kind == "file" and config.task.path:
@@ -110,6 +117,16 @@ def prepare_job(options: LaunchOptions) -> PreparedJob:
         files[f"prompts{source.suffix}"] = source
         data["task"]["path"] = f"prompts{source.suffix}"  # the job runs in its launch directory
     return PreparedJob(config, yaml.safe_dump(data, sort_keys=False), files)
+
+
+def _gpu_plan(config: Config) -> str:
+    """What runs on the pod's GPUs, e.g. "colocated: 1 learner rank(s) that also generate"."""
+    from mixgrpo.orchestrator.placement import choose_placement
+
+    placement, _ = choose_placement(config)
+    if placement == "colocated":
+        return f"colocated: {config.learner.ranks} learner rank(s) that also generate"
+    return f"disaggregated: {config.generator.replicas} generator(s) + {config.learner.ranks} learner rank(s)"
 
 
 def remote_job(options: LaunchOptions, config: Config, name: str, wheel: str) -> RemoteJob:
@@ -132,8 +149,8 @@ def launch_runpod(options: LaunchOptions) -> int:
     console = Console(redact)
     job = prepare_job(options)
     config = job.config
-    console.step(1, f"config ok: {config.run.name}, {config.run.steps} steps, {config.generator.replicas} "
-                    f"generator(s) + {config.learner.ranks} learner rank(s) on {options.gpus} GPU(s)")
+    console.step(1, f"config ok: {config.run.name}, {config.run.steps} steps, {_gpu_plan(config)} on "
+                    f"{options.gpus} GPU(s)")
     name = f"{config.run.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     run_dir = (options.out or Path("runs") / name).resolve()
     if options.dry_run:
