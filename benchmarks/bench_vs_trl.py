@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -46,23 +47,25 @@ RAY_START_TIMEOUT = "The current node timed out during startup"
 """Ray's start-up gives up after a fixed 30 s on a crowded machine: such a run is started again."""
 RAY_START_ATTEMPTS = 3
 DIFFERENCES = (
-    "advantages: TRL normalize_then_sum sums the weighted per-channel group z-scores with a null counting as 0 "
-    "(weights not renormalised over the channels present) and then z-scores that sum over the whole batch; "
-    "mixgrpo NA renormalises the weights over the present channels and does no batch re-normalisation",
-    "z-scores: TRL uses the sample std (ddof=1) + 1e-4, mixgrpo the population std (ddof=0) + 1e-8 and calls a "
-    "group constant up to rounding degenerate (0)",
-    "PPO ratio: TRL (num_iterations=1) takes the ratio against its own detached log-probs (exactly 1); mixgrpo "
-    "against the generator's sampled log-probs (1 up to float noise when sync, one version stale with async1)",
-    "learner batches: mixgrpo accumulates micro-batches of learner.micro_batch_size; TRL does one pass over the "
-    "P x m completions (same token-mean over the whole batch on both sides)",
-    "processes and threads: TRL is one process with torch threads = --trl-threads; mixgrpo runs Ray (GCS, raylet, "
-    "workers) with generator/learner/reward actors of their configured threads",
-    "random streams: the same model, prompts and seed number, but each side samples with its own RNG, so the "
-    "completions (and learning curves) are not identical draws",
-    "step clock: mixgrpo's time/step is the driver's step; TRL's is on_step_end to on_step_end (includes its "
-    "logging); both exclude start-up, which the command wall time includes",
-    "mixgrpo-only extras left on (the default job): per-step Parquet rollouts, metrics and checkpoints; the "
-    "correct channel's weak_threshold only feeds mixgrpo's review diagnostics",
+    ("advantages: TRL normalize_then_sum sums the weighted per-channel group z-scores with a null counting as 0 "
+     "(weights not renormalised over the channels present) and then z-scores that sum over the whole batch; "
+     "mixgrpo NA renormalises the weights over the present channels and does no batch re-normalisation"),
+    ("z-scores: TRL uses the sample std (ddof=1) + 1e-4, mixgrpo the population std (ddof=0) + 1e-8 and calls a "
+     "group constant up to rounding degenerate (0)"),
+    ("PPO ratio: TRL (num_iterations=1) takes the ratio against its own detached log-probs (exactly 1); mixgrpo "
+     "against the generator's sampled log-probs (1 up to float noise when sync, one version stale with async1)"),
+    ("learner batches: mixgrpo accumulates micro-batches of learner.micro_batch_size; TRL does one pass over the "
+     "P x m completions (same token-mean over the whole batch on both sides)"),
+    ("processes and threads: TRL is one process with torch threads = --trl-threads; mixgrpo runs Ray (GCS, raylet, "
+     "workers) with generator/learner/reward actors of their configured threads"),
+    ("random streams: the same model, prompts and seed number, but each side samples with its own RNG, so the "
+     "completions (and learning curves) are not identical draws"),
+    ("step clock: mixgrpo's time/step is the driver's step; TRL's is on_step_end to on_step_end (includes its "
+     "logging); both exclude start-up, which the command wall time includes"),
+    ("mixgrpo-only extras left on (the default job): per-step Parquet rollouts, metrics and checkpoints; the "
+     "correct channel's weak_threshold only feeds mixgrpo's review diagnostics"),
+    ("TRL defaults changed to match mixgrpo: bf16=False (TRL: True), gradient_checkpointing=False (True), "
+     "lr_scheduler_type=constant (linear decay), shuffle_dataset=False (prompts in mixgrpo's order), top_k=0"),
 )
 
 
@@ -181,7 +184,7 @@ def summarise(runs: list[Measured], setups: list[str], warmup: int, window: int)
         rows.append({
             "setup": setup, "runs_ok": len(idle), "runs_failed": sum(1 for r in runs if r.setup == setup
                                                                        and r.tree.returncode != 0),
-            "step_s": step, "steps_per_s": 1 / step if step == step else float("nan"),
+            "step_s": step, "steps_per_s": 1 / step,
             "step_s_loaded": under_load, "loaded_over_idle": under_load / step,
             "max_pss_mb": max((r.tree.max_pss_mb for r in idle), default=float("nan")),
             "max_processes": max((r.tree.max_processes for r in idle), default=0),
@@ -195,17 +198,24 @@ def summarise(runs: list[Measured], setups: list[str], warmup: int, window: int)
     return rows
 
 
+def _fmt(value: float, spec: str, suffix: str = "") -> str:
+    """``value`` formatted, or "-" when it was not measured (NaN)."""
+    return "-" if math.isnan(value) else f"{value:{spec}}{suffix}"
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The summary rows as a Markdown table."""
-    lines = ["| setup | step s (idle) | steps/s | vs TRL | step s (loaded) | loaded/idle | PSS MB | vs TRL "
-             "| procs | wall s | correct first-10 -> last-10 (per seed) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| setup | runs ok/failed | step s (idle) | steps/s | vs TRL | step s (loaded) | loaded/idle | PSS MB "
+              "| vs TRL | procs | wall s | correct first-N -> last-N (per seed) |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         learning = "; ".join(f"s{seed}: {a:.3f} -> {b:.3f}" for seed, (a, b) in r["correct_first_last"].items())
         lines.append(
-            f"| {r['setup']} | {r['step_s']:.3f} | {r['steps_per_s']:.2f} | {r['speed_vs_trl']:.2f}x "
-            f"| {r['step_s_loaded']:.3f} | {r['loaded_over_idle']:.2f}x | {r['max_pss_mb']:.0f} "
-            f"| {r['pss_vs_trl']:.2f}x | {r['max_processes']} | {r['wall_s']:.1f} | {learning} |")
+            f"| {r['setup']} | {r['runs_ok']}/{r['runs_failed']} | {_fmt(r['step_s'], '.3f')} "
+            f"| {_fmt(r['steps_per_s'], '.2f')} | {_fmt(r['speed_vs_trl'], '.2f', 'x')} "
+            f"| {_fmt(r['step_s_loaded'], '.3f')} | {_fmt(r['loaded_over_idle'], '.2f', 'x')} "
+            f"| {_fmt(r['max_pss_mb'], '.0f')} | {_fmt(r['pss_vs_trl'], '.2f', 'x')} | {r['max_processes']} "
+            f"| {_fmt(r['wall_s'], '.1f')} | {learning} |")
     return "\n".join(lines)
 
 
@@ -268,17 +278,26 @@ def main() -> None:
             measured = (run_trl(python, jobs[seed], args.trl_threads, work, loaded) if setup == TRL
                         else run_mixgrpo(setup, args.overrides, seed, args.steps, work, loaded))
         runs.append(measured)
-        print(f"[{index + 1}/{len(plan)}] {setup} seed {seed}{' loaded' if loaded else ''}: rc {measured.tree.returncode}, "
+        print(f"[{index + 1}/{len(plan)}] {setup} seed {seed}{' loaded' if loaded else ''}: "
+              f"rc {measured.tree.returncode}, "
               f"median step {median_after(measured.step_s, args.warmup):.3f}s, wall {measured.tree.wall_s:.1f}s, "
               f"PSS {measured.tree.max_pss_mb:.0f} MB, load {measured.tree.loadavg_start[0]:.1f}->"
               f"{measured.tree.loadavg_end[0]:.1f}, starts {measured.attempts}", flush=True)
+        write_results(args, runs, setups, seeds, notes, final=index + 1 == len(plan))
+
+
+def write_results(args: argparse.Namespace, runs: list[Measured], setups: list[str], seeds: list[int],
+                  notes: list[str], final: bool) -> None:
+    """results.md and results.json under ``--out`` (after every run, so a cut-short bench keeps its figures)."""
     rows = summarise(runs, setups, args.warmup, args.window)
     header = (f"{args.steps} steps/run, warm-up {args.warmup}, {args.rounds} idle rounds, seeds {seeds}, "
               f"{args.load} busy processes beside the loaded runs, TRL threads {args.trl_threads}, "
-              f"{os.cpu_count()} CPUs")
+              f"{os.cpu_count()} CPUs, learning window {args.window} steps"
+              + ("" if final else f", PARTIAL: {len(runs)} runs so far"))
     text = "\n\n".join([header, markdown_table(rows), load_line(runs), *notes,
                         "What differs:\n" + "\n".join(f"- {d}" for d in DIFFERENCES)])
-    print("\n" + text)
+    if final:
+        print("\n" + text)
     (args.out / "results.md").write_text(text + "\n")
     (args.out / "results.json").write_text(json.dumps(
         {"header": header, "rows": rows, "runs": [asdict(r) for r in runs], "notes": notes,

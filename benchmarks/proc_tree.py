@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import psutil
 
@@ -77,7 +78,7 @@ class CpuLoad:
         self.count = count
         self.processes: list[subprocess.Popen] = []
 
-    def __enter__(self) -> CpuLoad:
+    def __enter__(self) -> Self:
         self.processes = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.count)]
         return self
 

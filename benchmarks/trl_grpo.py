@@ -20,13 +20,13 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # mixgrpo's reward channels, without installing mixgrpo here
 
-import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from peft import LoraConfig  # noqa: E402
-from transformers import AutoTokenizer, TrainerCallback  # noqa: E402
-from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoTokenizer, TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
 
-from benchmarks.trl_rewards import reward_function, trl_prompts  # noqa: E402
+from benchmarks.trl_rewards import reward_function, trl_prompts
 
 
 class StepClock(TrainerCallback):

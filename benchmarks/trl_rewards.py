@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mixgrpo.rewards.channels import ScoringInput, build_channel
 from mixgrpo.rewards.channels.base import ItemError
