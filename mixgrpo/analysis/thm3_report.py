@@ -27,6 +27,7 @@ from mixgrpo.analysis.thm3 import (
     analyze_random_scores,
     analyze_real_scores,
 )
+from mixgrpo.errors import InputError
 
 JSON_NAME, PLOT_NAME = "thm3.json", "thm3.png"
 _COLOURS = {"na": "tab:blue", "an": "tab:red"}
@@ -78,7 +79,7 @@ def synthetic_check(prompts: int, groups: int, group_sizes: list[int], rho: floa
                     score_seed: int) -> tuple[dict[str, Any], RealScoreAnalysis]:
     """The bandit check: real scores (against the exact gradient) and the package-style analysis."""
     if len(scales) != len(weights):
-        raise ValueError(f"--scales has {len(scales)} values, --weights {len(weights)}: one per channel")
+        raise InputError(f"--scales has {len(scales)} values, --weights {len(weights)}: one per channel")
     bandit = make_bandit(prompts, actions, np.asarray(scales), rho, signal, seed)
     sample = bandit_sample(bandit, np.asarray(weights), groups * max(group_sizes), seed + 1)
     analysis = analyze_real_scores(sample, np.asarray(weights), group_sizes)
@@ -126,7 +127,7 @@ def from_run_check(run_dir: Path, prompts: int, groups: int, group_sizes: list[i
 def rewards_file_check(path: Path, weights: list[float], score_seed: int) -> tuple[dict[str, Any], RandomScoreAnalysis]:
     """The package's analysis of a saved reward tensor ``(P, K, m, R)``."""
     if not path.is_file():
-        raise FileNotFoundError(f"--rewards {path}: no such file")
+        raise InputError(f"--rewards {path}: no such file")
     rewards = np.load(path)
     result = analyze_random_scores(rewards, np.asarray(weights, dtype=np.float64), score_seed)
     report = {"source": "rewards", "settings": {"path": str(path), "shape": list(rewards.shape),
