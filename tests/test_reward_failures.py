@@ -6,20 +6,20 @@ from __future__ import annotations
 import logging
 import threading
 
+import failing_rewards
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import ray
+from ray_helpers import start_local_ray
 
-import failing_rewards
 from mixgrpo.actors.reward import RewardWorker
 from mixgrpo.batch import PromptBatch, RolloutBatch
 from mixgrpo.config import RewardChannelConfig, load_config
 from mixgrpo.orchestrator.driver import train
 from mixgrpo.orchestrator.scoring import _head_counters
 from mixgrpo.rundir import read_metrics
-from ray_helpers import start_local_ray
 
 TEXTS = ["12", "19", "7", "99", "3", "9 or 8", "5", "6"]
 NINES = [i for i, text in enumerate(TEXTS) if "9" in text]

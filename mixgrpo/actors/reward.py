@@ -33,8 +33,9 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from numbers import Real
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -163,7 +164,6 @@ class RewardWorker:
         if thread.is_alive():
             self._abandoned = thread
             raise TimeoutError(f"channel did not return within {self.config.timeout_s:g}s")
-        self._abandoned = None
         if "error" in outcome:
             raise outcome["error"]
         return outcome["value"]

@@ -38,6 +38,7 @@ def test_channel_hanging_on_every_call_keeps_its_actor_flat_and_every_step_gets_
     config = load_config(None, [
         f"run.steps={STEPS}", "run.checkpoint_every=100", "task.prompts_per_step=2", "generator.group_size=4",
         "generator.max_new_tokens=4", "run.tensorboard=false", "run.progress=false", HUNG,
+        "task.eval_fraction=0", "eval.every=0",  # no eval: every call of the channel is a training step's
         f"cluster.max_actor_restarts={STEPS}",  # a restart every other step; the default budget: test_dead_channel
     ])
     probe = ProcessProbe()
@@ -51,5 +52,5 @@ def test_channel_hanging_on_every_call_keeps_its_actor_flat_and_every_step_gets_
     assert statistics.median(on_timeout) < TIMEOUT_S + DRIVER_GRACE_S, on_timeout
     threads = [t for t, _ in probe.samples]
     memory = [m for _, m in probe.samples[STEPS // 2:]]
-    assert max(threads) <= min(threads) + 1, threads  # the one abandoned call at most, never a pile
+    assert max(threads[-10:]) <= max(threads[:10]), threads  # never a pile of abandoned calls
     assert max(memory) - min(memory) < 25.0, memory
