@@ -268,7 +268,7 @@ class Learner:
             last = sums["loss_metrics"]
             started = time.monotonic()
             grad_norms.append(self._apply_gradients())
-            totals["time_optimizer"] += time.monotonic() - started
+            totals["time_optimizer"] += (time.monotonic() - started) / self.world_size  # summed over ranks: the mean
         self.calls += 1
         totals.update({"clip_frac/last": last.get("clip_frac", 0.0), "tokens": first.get("tokens", 0.0),
                        "gap": first.get("gap", 0.0)})
