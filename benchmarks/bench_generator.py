@@ -164,7 +164,8 @@ class _BenchGenerator:
         ids = encode_prompts(backend.tokenizer, prompts.prompts, config.model.chat_template)
         self.token_prompts = [{"prompt_token_ids": [int(t) for t in p]} for p in ids]
         seed = (config.run.seed * 1_000_003 + int(prompts.prompt_ids[0])) % 2**31  # Generator's seed at step 0
-        self.params = backend.sampling_params(len(ids), config.generator.group_size, seed)
+        self.params = backend.sampling_params(len(ids), config.generator.group_size, seed,
+                                              config.generator.temperature, config.generator.max_new_tokens)
 
     def raw(self) -> int:
         outputs = self.generator.backend.llm.generate(self.token_prompts, self.params, use_tqdm=False)

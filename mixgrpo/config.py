@@ -71,11 +71,20 @@ class TaskConfig(_Section):
     """Longest prompt in tokens, chat template included (None: the model's context minus generator.max_new_tokens)."""
     overlong_prompts: Literal["truncate_left", "drop", "error"] = "drop"
     """A prompt over max_prompt_tokens: keep its last tokens, leave it out (prompts/overlong_dropped), or fail."""
+    eval_fraction: float = Field(default=0.0, ge=0, lt=1)
+    """Share held out for eval and never trained on (toy-arithmetic: of the 100 distinct sums; else of the rows)."""
+    oversample: float | Literal["until_full"] = 1.0
+    """With filter_groups: generate ceil(f * P) groups per step, or rounds of P "until_full"; P are trained on."""
+    max_extra_rounds: int = Field(default=3, ge=0)
+    """oversample=until_full: at most this many extra generation rounds per step (then train on fewer groups)."""
+
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> "TaskConfig":
         if self.kind == "file" and not self.path:
             raise ValueError("task.kind=file needs task.path")
+        if isinstance(self.oversample, float) and self.oversample < 1:
+            raise ValueError(f"task.oversample must be >= 1 or until_full, got {self.oversample}")
         return self
 
 
@@ -205,14 +214,37 @@ class AlgorithmConfig(_Section):
     """GDPO: z-score the aggregated advantages over the batch."""
     gate_threshold: float = 1.0
     """conditioned mode: channel 0 passes when its reward >= this."""
-    async_steps: Literal[0, 1] = 0
-    """0: synchronous; 1: generate step t+1 while the learner trains on step t (one step off-policy)."""
+    async_steps: int = Field(default=0, ge=0)
+    """N: generation runs up to N steps ahead of learning (rollouts at most N adapter versions old); 0: synchronous."""
+    filter_groups: Literal["none", "zero_advantage"] = "none"
+    """zero_advantage: drop groups in which every channel is constant (no signal) before the learner (DAPO)."""
     weights: list[float] | None = None
     """Channel weights in channel order, overriding each channel's own weight (for sweeps)."""
     overlong: Literal["keep", "mask", "penalty"] = "keep"
     """Completions cut at generator.max_new_tokens without EOS: keep; mask (out of the loss); penalty (an overlong channel)."""
     loss: LossSettings = Field(default_factory=LossSettings)
     """Policy-loss settings."""
+
+
+class EvalConfig(_Section):
+    path: str | None = None
+    """Held-out prompt file (.jsonl/.parquet); None: the task's split (task.eval_fraction). Neither: no eval."""
+    every: int = Field(default=0, ge=0)
+    """Evaluate before training, every N steps and at the end; 0: only at the end."""
+    n: int = Field(default=1, ge=1)
+    """Samples per prompt; pass@n is reported for 0/1 channels."""
+    temperature: float = Field(default=0.0, ge=0)
+    """Eval sampling temperature; 0 is greedy (needs n=1)."""
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    """Completion length cap of eval (None: generator.max_new_tokens)."""
+    seed: int = 1
+    """Seed of eval sampling, separate from training (eval never moves the training RNG)."""
+
+    @model_validator(mode="after")
+    def _greedy_is_one_sample(self) -> "EvalConfig":
+        if self.temperature == 0 and self.n != 1:
+            raise ValueError(f"eval.temperature=0 is greedy: every sample is the same, so eval.n must be 1 (got {self.n})")
+        return self
 
 
 class LoraConfig(_Section):
@@ -287,6 +319,8 @@ class Config(_Section):
     """Advantage mixer and loss."""
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     """Policy optimisation."""
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    """Held-out evaluation."""
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     """Where actors run."""
 
@@ -339,6 +373,19 @@ class Config(_Section):
         elif sum(self.channel_weights) <= 0:
             raise ValueError("channel weights (times sub-channel weights) must not all be zero")
         return self
+
+    @model_validator(mode="after")
+    def _options_that_need_another(self) -> "Config":
+        if self.task.oversample != 1.0 and self.algorithm.filter_groups == "none":
+            raise ValueError("task.oversample needs algorithm.filter_groups=zero_advantage (no group is dropped otherwise)")
+        if self.eval.every > 0 and not self.eval_enabled:
+            raise ValueError("eval.every needs held-out prompts: set task.eval_fraction or eval.path")
+        return self
+
+    @property
+    def eval_enabled(self) -> bool:
+        """A held-out prompt source is configured (eval.path or task.eval_fraction > 0)."""
+        return self.eval.path is not None or self.task.eval_fraction > 0
 
     @property
     def channel_names(self) -> list[str]:

@@ -14,11 +14,21 @@ ROLLOUTS = "rollouts.parquet"
 """A folder with one Parquet file per step."""
 REWARD_PLOT = "rewards.png"
 """Mean reward per channel over steps."""
+EVAL = "eval.jsonl"
+"""One JSON line per held-out evaluation; its ``step`` is the number of training steps done."""
+EVAL_PLOT = "eval.png"
+"""Held-out mean (and pass@n) per channel over evaluations."""
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """All metric lines of a run, in step order (a line cut short by a killed process is skipped)."""
     path = Path(run_dir) / METRICS
+    return sorted(metric_lines(path), key=lambda row: row["step"]) if path.is_file() else []
+
+
+def read_eval(run_dir: Path) -> list[dict[str, Any]]:
+    """All held-out evaluation lines of a run, in step order (empty without eval)."""
+    path = Path(run_dir) / EVAL
     return sorted(metric_lines(path), key=lambda row: row["step"]) if path.is_file() else []
 
 

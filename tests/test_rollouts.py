@@ -1,37 +1,60 @@
-"""The staleness filter of the async pipeline."""
+"""Group selection of the rollout pipeline (dynamic sampling): constant groups, taking and joining groups."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from mixgrpo.batch import PromptBatch, RolloutBatch
-from mixgrpo.orchestrator.rollouts import drop_stale_groups
+from mixgrpo.orchestrator.dynamic_sampling import merge_scores
+from mixgrpo.orchestrator.rollouts import concat_groups, constant_groups, take_groups
+from mixgrpo.orchestrator.scoring import StepScores
 
 
-def _batch(versions_per_group: list[int], m: int = 2) -> tuple[PromptBatch, RolloutBatch]:
-    p = len(versions_per_group)
-    prompts = PromptBatch(np.arange(10, 10 + p), [f"q{i}" for i in range(p)], [{"i": i} for i in range(p)])
+def _batch(p: int, m: int = 2, first: int = 10) -> tuple[PromptBatch, RolloutBatch]:
+    prompts = PromptBatch(np.arange(first, first + p), [f"q{i}" for i in range(p)], [{"i": i} for i in range(p)])
     n = p * m
     tokens = [np.array([i], dtype=np.int64) for i in range(n)]
     rollouts = RolloutBatch(
         prompt_index=np.repeat(np.arange(p), m), prompt_token_ids=tokens, completion_token_ids=tokens,
-        behaviour_logprobs=[np.zeros(1, np.float32)] * n, completion_text=[f"c{i}" for i in range(n)],
-        policy_version=np.repeat(np.array(versions_per_group), m),
+        behaviour_logprobs=[np.zeros(1, np.float32)] * n, completion_text=[f"c{first}-{i}" for i in range(n)],
+        policy_version=np.repeat(np.arange(p), m),
     )
     return prompts, rollouts
 
 
-def test_groups_older_than_the_allowed_lag_are_dropped_and_counted():
-    prompts, rollouts = _batch([5, 3, 4, 2])
-    kept_prompts, kept, dropped = drop_stale_groups(prompts, rollouts, learner_version=5, max_lag=1)
-    assert dropped == 2
-    assert kept_prompts.prompt_ids.tolist() == [10, 12]
+def test_constant_groups_need_every_channel_constant_over_non_null_entries():
+    nan = math.nan
+    rewards = np.array([
+        [[1.0, 0.5], [1.0, 0.5], [1.0, 0.5]],      # all equal: no signal
+        [[1.0, 0.5], [0.0, 0.5], [1.0, 0.5]],      # channel 0 varies
+        [[0.0, nan], [0.0, -1.0], [0.0, nan]],     # channel 1 present once: constant
+        [[nan, nan], [nan, nan], [nan, nan]],      # all null: no signal
+        [[0.0, nan], [0.0, -1.0], [0.0, -2.0]],    # channel 1 varies over its non-null entries
+    ])
+    assert constant_groups(rewards).tolist() == [True, False, True, True, False]
+
+
+def test_take_groups_renumbers_prompt_index():
+    prompts, rollouts = _batch(4)
+    kept_prompts, kept = take_groups(prompts, rollouts, np.array([1, 3]))
+    assert kept_prompts.prompt_ids.tolist() == [11, 13]
     assert kept.prompt_index.tolist() == [0, 0, 1, 1]
-    assert kept.completion_text == ["c0", "c1", "c4", "c5"]
-    assert kept.policy_version.tolist() == [5, 5, 4, 4]
+    assert kept.completion_text == ["c10-2", "c10-3", "c10-6", "c10-7"]
 
 
-def test_nothing_dropped_when_fresh():
-    prompts, rollouts = _batch([7, 7])
-    kept_prompts, kept, dropped = drop_stale_groups(prompts, rollouts, learner_version=7, max_lag=0)
-    assert dropped == 0 and kept is rollouts and kept_prompts is prompts
+def test_concat_groups_joins_rounds_in_order():
+    prompts, rollouts = concat_groups([_batch(2), _batch(3, first=20)])
+    assert prompts.prompt_ids.tolist() == [10, 11, 20, 21, 22]
+    assert rollouts.prompt_index.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert rollouts.completion_text[4] == "c20-0"
+
+
+def test_merge_scores_stacks_rewards_and_sums_counters():
+    a = StepScores(np.zeros((2, 1)), {"x": {"errors": 1}}, {"x": 0.5})
+    b = StepScores(np.ones((3, 1)), {"x": {"errors": 2, "timeouts": 1}}, {"x": 0.25})
+    merged = merge_scores([a, b])
+    assert merged.rewards[:, 0].tolist() == [0, 0, 1, 1, 1]
+    assert merged.counters == {"x": {"errors": 3, "timeouts": 1}}
+    assert merged.seconds == {"x": 0.75}

@@ -38,14 +38,24 @@ class Generator:
         self.version = 0
         self.backend = backend or make_backend(resolve_model_path(model.path, seed), model, lora, sampling)
 
-    def generate(self, prompts: PromptBatch, step: int) -> RolloutBatch:
-        """m completions for each prompt of the shard, seeded by (run seed, step, first prompt id)."""
+    def generate(self, prompts: PromptBatch, step: int, *, n: int | None = None, temperature: float | None = None,
+                 max_new_tokens: int | None = None, seed: int | None = None) -> RolloutBatch:
+        """m completions for each prompt of the shard, seeded by (run seed, step, first prompt id).
+
+        The keyword options override the generator config for this call only (held-out eval):
+        ``n`` samples per prompt instead of group_size, ``temperature`` (0 = greedy),
+        ``max_new_tokens``, and ``seed`` instead of the run seed.
+        """
         failpoint("generate", f"generator-{self.replica}", step)
         prompt_tokens = encode_prompts(self.backend.tokenizer, prompts.prompts, self.model_config.chat_template)
         first_id = int(prompts.prompt_ids[0]) if len(prompts) else 0
-        m = self.sampling.group_size
-        sample_seed = (self.seed * 1_000_003 + step * 7_919 + first_id) % 2**31
-        sampled = self.backend.sample(prompt_tokens, m, seed=sample_seed)
+        m = n or self.sampling.group_size
+        sample_seed = ((self.seed if seed is None else seed) * 1_000_003 + step * 7_919 + first_id) % 2**31
+        sampled = self.backend.sample(
+            prompt_tokens, m, seed=sample_seed,
+            temperature=self.sampling.temperature if temperature is None else temperature,
+            max_new_tokens=max_new_tokens or self.sampling.max_new_tokens,
+        )
         return RolloutBatch(
             prompt_index=np.repeat(np.arange(len(prompts), dtype=np.int64), m),
             prompt_token_ids=[prompt_tokens[i // m] for i in range(len(prompts) * m)],

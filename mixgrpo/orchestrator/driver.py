@@ -28,7 +28,8 @@ from mixgrpo.orchestrator.checkpoint import load_latest_checkpoint, save_checkpo
 from mixgrpo.orchestrator.dead_channel import RewardChannelDead
 from mixgrpo.orchestrator.interrupt import StopRequest, TrainingInterrupted
 from mixgrpo.orchestrator.learner_group import LearnerGroup, LearnerGroupError
-from mixgrpo.orchestrator.metrics import RunRecorder, plot_rewards, summary_table
+from mixgrpo.orchestrator.evaluation import Evaluator, eval_prompts
+from mixgrpo.orchestrator.metrics import RunRecorder, plot_eval, plot_rewards, summary_table
 from mixgrpo.orchestrator.outputs import push_outputs
 from mixgrpo.orchestrator.placement import (
     Slot,
@@ -61,6 +62,8 @@ class RunOutputs:
     reward_plot: Path
     adapter: Path
     summary: str
+    eval_plot: Path | None = None
+    """eval.png (held-out mean per channel over evaluations); None without eval."""
 
 
 def default_run_dir() -> Path:
@@ -86,7 +89,10 @@ def preflight(config: Config, run_dir: Path | None = None, resume: bool = False)
             raise InputError(f"rewards.{channel.name}: {_one_line(str(error))}") from None
     if run_dir is not None:
         check_run_dir(run_dir, resume)
-    return make_task(config.task, config.run.seed)
+    task = make_task(config.task, config.run.seed)
+    if config.eval_enabled:
+        eval_prompts(config, task)  # a missing or unreadable eval.path fails here
+    return task
 
 
 def _one_line(message: str) -> str:
@@ -248,6 +254,9 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
         logger.info("resumed from %s at step %d", checkpoint.path, start)
     recorder.truncate_from(start)
     loop = StepLoop(config, pipeline, actors.rewards, actors.learner, recorder, version)
+    evaluator = Evaluator(config, eval_prompts(config, task), pipeline, loop.score) if config.eval_enabled else None
+    if evaluator is not None and start == 0 and evaluator.due(0):  # a resume keeps the eval at its start step
+        recorder.record_eval(0, evaluator.run(0))
     step = saved = start
     dead: RewardChannelDead | None = None
     while step < config.run.steps and not stop.requested:
@@ -262,6 +271,12 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
         if observer is not None:
             observer(step, metrics, actors, loop)
         step += 1
+        if evaluator is not None and evaluator.due(step):  # before the checkpoint: a resume never re-runs it
+            try:
+                recorder.record_eval(step, evaluator.run(step))
+            except RewardChannelDead as error:  # eval scores with the same channels: stop as in a step
+                dead = error
+                break
         if step % config.run.checkpoint_every == 0 or step == config.run.steps:
             save_checkpoint(run_dir, step, actors.learner.state())
             push_outputs(run_dir, config.run.output_uri)
@@ -287,6 +302,7 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
         reward_plot=plot_rewards(run_dir, config.channel_names),
         adapter=adapter_dir,
         summary=summary_table(run_dir, config.channel_names),
+        eval_plot=plot_eval(run_dir, config.channel_names),
     )
     push_outputs(run_dir, config.run.output_uri)
     return outputs

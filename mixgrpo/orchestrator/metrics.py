@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mixgrpo.rundir import METRICS, REWARD_PLOT, ROLLOUTS, metric_lines, read_metrics
+from mixgrpo.rundir import EVAL, EVAL_PLOT, METRICS, REWARD_PLOT, ROLLOUTS, metric_lines, read_eval, read_metrics
+from mixgrpo.runtime import pyplot
 
 
 class RunRecorder:
@@ -61,6 +62,15 @@ class RunRecorder:
         for part in (self.run_dir / ROLLOUTS).glob("step-*.parquet"):
             if int(part.stem.split("-")[1]) >= step:
                 part.unlink()
+        eval_path = self.run_dir / EVAL  # an eval after `step` steps used the adapter the resume starts from
+        if eval_path.is_file():
+            rows = [row for row in metric_lines(eval_path) if row["step"] <= step]
+            eval_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+            for row in rows if self.writer is not None else []:  # the purge marker hid the eval at `step`
+                if row["step"] == step:
+                    for key, value in row.items():
+                        if key != "step" and value is not None:
+                            self.writer.add_scalar(key, value, step)
 
     def record(self, step: int, metrics: dict[str, float], rollouts: pa.Table) -> None:
         """Persist one step (metrics line, TensorBoard scalars, rollouts part) and show progress."""
@@ -80,6 +90,23 @@ class RunRecorder:
             self.writer.flush()
         if self.progress:
             self.stream.write(self._progress_line(step, metrics) + "\n")
+            self.stream.flush()
+
+    def record_eval(self, steps_done: int, metrics: dict[str, float]) -> None:
+        """Persist one held-out evaluation (an eval.jsonl line, TensorBoard scalars at ``steps_done``)."""
+        line = json.dumps({"step": steps_done, **{k: _jsonable(v) for k, v in metrics.items()}})
+        with open(self.run_dir / EVAL, "a") as handle:
+            handle.write(line + "\n")
+        if self.tensorboard:
+            if self.writer is None:
+                self._open_writer(purge_step=None)
+            for key, value in metrics.items():
+                if value is not None and math.isfinite(value):
+                    self.writer.add_scalar(key, value, steps_done)
+            self.writer.flush()
+        if self.progress:
+            shown = "  ".join(f"{n} {metrics.get(f'eval/{n}', float('nan')):+.3f}" for n in self.channel_names)
+            self.stream.write(f"eval after {steps_done:>4} steps  {shown}\n")
             self.stream.flush()
 
     def _progress_line(self, step: int, metrics: dict[str, float]) -> str:
@@ -128,6 +155,49 @@ def plot_rewards(run_dir: Path, channel_names: list[str]) -> Path:
     return path
 
 
+def plot_eval(run_dir: Path, channel_names: list[str]) -> Path | None:
+    """PNG of each channel's held-out mean (and pass@n, dashed) over evaluations; None without eval."""
+    rows = read_eval(run_dir)
+    if not rows:
+        return None
+    plt = pyplot()
+    steps = [row["step"] for row in rows]
+    figure, axes = plt.subplots(1, len(channel_names), figsize=(3.2 * len(channel_names), 2.8), squeeze=False)
+    for axis, name in zip(axes[0], channel_names):
+        axis.plot(steps, [_or_nan(row.get(f"eval/{name}")) for row in rows], "o-", color="tab:green", label="mean")
+        for key in sorted({k for row in rows for k in row if k.startswith(f"eval/{name}/pass@")}):
+            axis.plot(steps, [_or_nan(row.get(key)) for row in rows], "s--", color="tab:purple",
+                      label=key.rsplit("/", 1)[1])
+        axis.set_title(name)
+        axis.set_xlabel("training steps")
+        axis.legend(fontsize=7)
+    axes[0][0].set_ylabel("held-out reward")
+    figure.tight_layout()
+    path = run_dir / EVAL_PLOT
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _or_nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def eval_table(row: dict[str, Any], channel_names: list[str], before: dict[str, Any] | None = None) -> str:
+    """Held-out figures of an evaluation row per channel (mean, pass@n of the row, null %), after ``before``'s mean."""
+    prompts = int(row.get("eval/prompts") or 0)
+    first = [("step " + str(before["step"]), before)] if before else []
+    columns = first + [("step " + str(row["step"]), row)]
+    lines = [f"held-out eval ({prompts} prompts)",
+             f"{'channel':<14}" + "".join(f"{label:>10}" for label, _ in columns) + f"{'pass@n':>10}{'null %':>9}"]
+    for name in channel_names:
+        passes = [v for k, v in row.items() if k.startswith(f"eval/{name}/pass@")]
+        means = "".join(f"{_or_nan(values.get(f'eval/{name}')):>10.3f}" for _, values in columns)
+        shown = f"{_or_nan(passes[0]):.3f}" if passes else "-"
+        lines.append(f"{name:<14}{means}{shown:>10}{100 * _or_nan(row.get(f'eval/null_rate/{name}')):>9.1f}")
+    return "\n".join(lines)
+
+
 def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
     out = np.full_like(values, np.nan)
     for i in range(len(values)):
@@ -157,6 +227,9 @@ def summary_table(run_dir: Path, channel_names: list[str], window: int = 10) -> 
     stages = [s for s in ("generate", "reward", "mixer", "learn", "broadcast", "other") if f"time/{s}" in rows[-1]]
     split = "  ".join(f"{s} {mean(rows, f'time/{s}'):.3f}s" for s in stages)
     lines.append(f"mean step time {mean(rows, 'time/step'):.3f}s = {split}")
+    evaluations = read_eval(run_dir)
+    if evaluations:
+        lines += ["", eval_table(evaluations[-1], channel_names, evaluations[0] if len(evaluations) > 1 else None)]
     return "\n".join(lines)
 
 

@@ -1,11 +1,17 @@
-"""Rollout generation across the generator actors, synchronous or one step off-policy.
+"""Rollout generation across the generator actors, synchronous or up to N steps ahead.
 
 ``collect(step)`` returns the prompts and rollouts of ``step``, launching the
-generation if it is not already under way. With ``async_steps = 1`` the driver
-calls ``launch(step + 1)`` before the learner trains on ``step``, so rollout and
-learning overlap; each generator actor runs its calls in order, so an adapter
-broadcast queued behind that generation is applied right after it, and the
-rollouts of step t+1 come from the adapter one version behind the learner.
+generation if it is not already under way. With ``async_steps = N`` the step loop
+calls ``launch(step + 1) ... launch(step + N)`` before the learner trains on
+``step``, so rollout and learning overlap; each generator actor runs its calls in
+order, so an adapter broadcast queued behind those generations is applied right
+after them, and the rollouts of step t + N come from the adapter N versions behind
+the learner. No generation is ever launched further ahead, so no rollout is older
+than N versions (a shard that is older, from a restarted generator, is generated
+again). ``generate(prompts, step, **options)`` runs one extra generation now
+(held-out eval, dynamic-sampling rounds) through the same shards and retries.
+Group selection helpers (``take_groups``, ``constant_groups``, ``concat_groups``)
+serve dynamic sampling.
 """
 
 from __future__ import annotations
@@ -39,10 +45,12 @@ class _Launched:
     refs: list[Any]
     version: int
     """The adapter version published when the step was launched: no shard may come from an older one."""
+    options: dict[str, Any]
+    """Keyword options of ``Generator.generate`` (eval: n, temperature, ...), repeated on a retry."""
 
 
 class RolloutPipeline:
-    """Shards each step's prompts over the generators and keeps at most one step in flight ahead.
+    """Shards each step's prompts over the generators; the step loop keeps up to async_steps steps in flight.
 
     A generator that dies is restarted by Ray (``max_restarts``); its shard is generated again
     after the current adapter is re-sent, so no rollout is lost or duplicated and no restarted
@@ -61,30 +69,37 @@ class RolloutPipeline:
         """Shards generated again after a generator failure (a metric)."""
         self._adapter_ref: Any = None
         self._launched: dict[int, _Launched] = {}
-        self._broadcasts: list[Any] = []
+        self._broadcasts: list[tuple[int, Any]] = []
+        """(generator index, load_adapter ref) of every broadcast not yet checked."""
 
     def launch(self, step: int) -> None:
         """Start generating ``step`` (no-op when already launched)."""
         if step in self._launched:
             return
-        prompts = self.task.sample(step)
+        self._launched[step] = self._start(self.task.sample(step), step, {})
+
+    def _start(self, prompts: PromptBatch, step: int, options: dict[str, Any]) -> _Launched:
         rows = [s for s in np.array_split(np.arange(len(prompts)), len(self.generators)) if len(s)]
         shards = [prompts.take(r) for r in rows]
-        refs = [g.generate.remote(shard, step) for g, shard in zip(self.generators, shards)]
-        self._launched[step] = _Launched(shards, [int(r[0]) for r in rows], refs, self.version)
+        refs = [g.generate.remote(shard, step, **options) for g, shard in zip(self.generators, shards)]
+        return _Launched(shards, [int(r[0]) for r in rows], refs, self.version, options)
 
     def collect(self, step: int) -> tuple[PromptBatch, RolloutBatch]:
-        """The prompts and (group-major) rollouts of ``step``; waits for pending broadcasts too."""
+        """The prompts and (group-major) rollouts of ``step``; checks the broadcasts applied so far."""
         self.launch(step)
         launched = self._launched.pop(step)
+        rollouts = self._gather(launched, step)
+        self.wait_for_broadcast(block=False)
+        return concat_prompts(launched.shards), rollouts
+
+    def generate(self, prompts: PromptBatch, step: int, **options: Any) -> RolloutBatch:
+        """Generate ``prompts`` now with the current adapter (after anything in flight); ``options`` go to
+        ``Generator.generate`` (n, temperature, max_new_tokens, seed)."""
+        return self._gather(self._start(prompts, step, options), step)
+
+    def _gather(self, launched: _Launched, step: int) -> RolloutBatch:
         parts = [self._shard(index, launched, step) for index in range(len(launched.refs))]
-        self.wait_for_broadcast()
-        prompts = PromptBatch(
-            prompt_ids=np.concatenate([s.prompt_ids for s in launched.shards]),
-            prompts=[p for s in launched.shards for p in s.prompts],
-            metadata=[m for s in launched.shards for m in s.metadata],
-        )
-        return prompts, RolloutBatch.concat(parts, launched.offsets)
+        return RolloutBatch.concat(parts, launched.offsets)
 
     def _shard(self, index: int, launched: _Launched, step: int) -> RolloutBatch:
         ref = launched.refs[index]
@@ -104,7 +119,7 @@ class RolloutPipeline:
             wait_until_alive(generator)
             if self._adapter_ref is not None:
                 generator.load_adapter.remote(self._adapter_ref, self.version, True)
-            ref = generator.generate.remote(launched.shards[index], step)
+            ref = generator.generate.remote(launched.shards[index], step, **launched.options)
         raise RuntimeError(f"generator {index} failed {MAX_SHARD_RETRIES + 1} times at step {step}")
 
     def discard_launched(self) -> None:
@@ -123,11 +138,21 @@ class RolloutPipeline:
             self.version = version
             return
         self._adapter_ref, self.version = ray.put(adapter), version
-        self._broadcasts = [g.load_adapter.remote(self._adapter_ref, version, rollback) for g in self.generators]
+        self._broadcasts += [(index, g.load_adapter.remote(self._adapter_ref, version, rollback))
+                             for index, g in enumerate(self.generators)]
 
-    def wait_for_broadcast(self) -> None:
-        """Block until the last broadcast is applied everywhere; a generator that died gets it again."""
-        for index, ref in enumerate(self._broadcasts):
+    def wait_for_broadcast(self, block: bool = True) -> None:
+        """Check the broadcasts sent so far (``block``: wait for all; else only those already applied).
+
+        A generator that died while loading gets the current adapter again; a load that failed
+        otherwise (bad tensors) raises. Not blocking matters with async_steps >= 2: a load is
+        queued behind generations of later steps, which the driver must not wait for.
+        """
+        pending = []
+        for index, ref in self._broadcasts:
+            if not block and not ray.wait([ref], timeout=0)[0]:
+                pending.append((index, ref))
+                continue
             try:
                 ray.get(ref)
             except ray.exceptions.RayActorError:
@@ -135,23 +160,40 @@ class RolloutPipeline:
                 logger.warning("generator %d died while loading adapter %d: re-sending it", index, self.version)
                 wait_until_alive(self.generators[index])
                 ray.get(self.generators[index].load_adapter.remote(self._adapter_ref, self.version, True))
-        self._broadcasts = []
+        self._broadcasts = pending
 
 
-def drop_stale_groups(
-    prompts: PromptBatch, rollouts: RolloutBatch, learner_version: int, max_lag: int
-) -> tuple[PromptBatch, RolloutBatch, int]:
-    """Keep the groups whose rollouts are at most ``max_lag`` versions behind the learner.
+def concat_prompts(batches: list[PromptBatch]) -> PromptBatch:
+    """Prompt batches joined in order."""
+    return PromptBatch(
+        prompt_ids=np.concatenate([b.prompt_ids for b in batches]),
+        prompts=[p for b in batches for p in b.prompts],
+        metadata=[m for b in batches for m in b.metadata],
+    )
 
-    Returns the kept prompts, their rollouts (prompt_index renumbered) and the number of dropped groups.
-    """
-    lag = learner_version - rollouts.policy_version
-    stale_groups = np.unique(rollouts.prompt_index[lag > max_lag])
-    if stale_groups.size == 0:
-        return prompts, rollouts, 0
-    keep_groups = np.setdiff1d(np.arange(len(prompts)), stale_groups)
-    rows = np.flatnonzero(np.isin(rollouts.prompt_index, keep_groups))
+
+def concat_groups(batches: list[tuple[PromptBatch, RolloutBatch]]) -> tuple[PromptBatch, RolloutBatch]:
+    """Several (prompts, rollouts) of one step (generation rounds) as one, prompt_index renumbered."""
+    offsets = np.cumsum([0] + [len(p) for p, _ in batches[:-1]]).tolist()
+    return concat_prompts([p for p, _ in batches]), RolloutBatch.concat([r for _, r in batches], offsets)
+
+
+def take_groups(prompts: PromptBatch, rollouts: RolloutBatch, groups: np.ndarray) -> tuple[PromptBatch, RolloutBatch]:
+    """The given groups (prompt rows, ascending) and their rollouts, prompt_index renumbered."""
+    rows = np.flatnonzero(np.isin(rollouts.prompt_index, groups))
     kept = rollouts.take(rows)
-    renumbered = np.searchsorted(keep_groups, kept.prompt_index)
-    kept = RolloutBatch(**{**kept.__dict__, "prompt_index": renumbered})
-    return prompts.take(keep_groups), kept, int(stale_groups.size)
+    renumbered = np.searchsorted(groups, kept.prompt_index)
+    return prompts.take(groups), RolloutBatch(**{**kept.__dict__, "prompt_index": renumbered})
+
+
+def constant_groups(rewards: np.ndarray) -> np.ndarray:
+    """(P,) True for groups in which every channel is constant over its non-null entries.
+
+    rewards: (P, m, R) with NaN = null. Such a group has zero group-scope advantage under every
+    mixer mode (a channel with no variance in a group carries no signal; DAPO dynamic sampling,
+    Yu et al. 2025, sec. 3.2, drops it). A channel null in the whole group, or present once, counts as constant.
+    """
+    present = ~np.isnan(rewards)
+    highest = np.where(present, rewards, -np.inf).max(axis=1)
+    lowest = np.where(present, rewards, np.inf).min(axis=1)
+    return ((highest - lowest <= 1e-12) | ~present.any(axis=1)).all(axis=1)

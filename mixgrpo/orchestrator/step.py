@@ -13,11 +13,13 @@ import time
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from mixgrpo.batch import RolloutBatch, TrainBatch, rollout_table
+from mixgrpo.batch import PromptBatch, RolloutBatch, TrainBatch, rollout_table
 from mixgrpo.config import Config
+from mixgrpo.orchestrator.dynamic_sampling import select_groups
 from mixgrpo.orchestrator.metrics import RunRecorder, StageTimer
-from mixgrpo.orchestrator.rollouts import RolloutPipeline, drop_stale_groups
+from mixgrpo.orchestrator.rollouts import RolloutPipeline
 from mixgrpo.orchestrator.scoring import StepScores, score_all_channels
 from mixgrpo.rewards.mixer import MixResult, compute_advantages
 
@@ -44,38 +46,50 @@ class StepLoop:
         )
 
     def run_step(self, step: int) -> dict[str, float]:
-        """One GRPO step (rollouts of ``step``; in async mode also launches ``step + 1``)."""
+        """One GRPO step (rollouts of ``step``; with async_steps N also launches steps up to ``step + N``)."""
         timer = StageTimer()
         mark = time.monotonic()
         prompts, rollouts = self.pipeline.collect(step)
-        max_lag = self.config.algorithm.async_steps
-        prompts, rollouts, dropped = drop_stale_groups(prompts, rollouts, self.learner_version, max_lag)
-        if max_lag and step + 1 < self.config.run.steps:
-            self.pipeline.launch(step + 1)
-        if len(rollouts) == 0:
-            raise RuntimeError(f"step {step}: every rollout group was older than async_steps={max_lag}")
+        for ahead in range(1, self.config.algorithm.async_steps + 1):  # keep N steps of generation in flight
+            if step + ahead < self.config.run.steps:
+                self.pipeline.launch(step + ahead)
         mark = timer.add("generate", mark)
-        scores = score_all_channels(self.reward_workers, self.config.rewards, prompts, rollouts,
-                                    self.disabled_channels)
+        scores = self.score(prompts, rollouts)
         mark = timer.add("reward", mark)
+        selection = select_groups(self.config, step, prompts, rollouts, scores, self.pipeline, self.score)
+        if self.config.algorithm.filter_groups != "none":
+            mark = timer.add("extra_rounds", mark)  # the extra generation rounds and their scoring
+        prompts, rollouts, scores = selection.prompts, selection.rollouts, selection.scores
         mix = self._mix(scores, len(prompts))
         advantages = mix.advantages.reshape(-1)
         mark = timer.add("mixer", mark)
         lag = self.learner_version - rollouts.policy_version
-        learner_metrics = self._learn(step, scores, rollouts, advantages, timer, mark)
-        metrics = self._metrics(scores, advantages, rollouts, learner_metrics)
-        metrics.update({"rollout_lag/max": float(lag.max()), "rollout_lag/dropped_groups": float(dropped),
+        trained = selection.trained_rows
+        learner_metrics = self._learn(
+            step, StepScores(scores.rewards[trained], scores.counters, scores.seconds), rollouts.take(trained),
+            advantages[trained], timer, mark,
+        ) if len(trained) else {"no_group_left": 1.0}
+        metrics = self._metrics(scores, advantages[trained], rollouts, learner_metrics)
+        if self.config.algorithm.filter_groups != "none":
+            metrics.update(selection.metrics())
+        metrics.update({"rollout_lag/max": float(lag.max()),
                         "restarts/generator": float(self.pipeline.restarts),
                         "restarts/learner": float(self.learner_restarts)})
         metrics.update(self.pipeline.task.metrics)  # prompts/overlong_* counted when the task was loaded
         metrics.update(timer.metrics())
         self.last_driver_spans = timer.spans
         diagnostics = mix.diagnostics
-        self.recorder.record(step, metrics, rollout_table(
+        table = rollout_table(
             step, prompts, rollouts, scores.rewards, self.config.channel_names, advantages,
             diagnostics.weak_heads.reshape(len(rollouts), -1), diagnostics.review_reason.reshape(-1),
-        ))
+        )
+        dropped = pa.array([str(reason) for reason in selection.dropped[rollouts.prompt_index]])
+        self.recorder.record(step, metrics, table.append_column("dropped", dropped))
         return metrics
+
+    def score(self, prompts: PromptBatch, rollouts: RolloutBatch) -> StepScores:
+        """Every channel of a batch (training or eval), channels disabled for the run left null."""
+        return score_all_channels(self.reward_workers, self.config.rewards, prompts, rollouts, self.disabled_channels)
 
     def _learn(self, step: int, scores: StepScores, rollouts: RolloutBatch, advantages: np.ndarray,
                timer: StageTimer, mark: float) -> dict[str, float]:

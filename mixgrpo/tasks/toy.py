@@ -19,14 +19,32 @@ _CHATTY_TEMPLATES = ("it is {c}", "{c} or {d}", "about {c}", "{c} i think", "so 
 
 def arithmetic_pool(num_prompts: int, seed: int) -> PromptBatch:
     """A shuffled pool of ``num_prompts`` addition prompts (pairs repeat past 100)."""
+    return arithmetic_split(num_prompts, seed, 0.0)[0]
+
+
+def arithmetic_split(num_prompts: int, seed: int, eval_fraction: float) -> tuple[PromptBatch, PromptBatch]:
+    """The training pool (``num_prompts`` prompts) and the held-out prompts, split by distinct pair.
+
+    The seeded permutation of the 100 pairs puts its last ``round(100 * eval_fraction)`` pairs (at
+    least one when the fraction is > 0) in the held-out set, once each, with prompt ids from
+    ``num_prompts`` on; the training pool cycles over the other pairs, so no held-out sum is ever
+    trained on. With fraction 0 the pool is the one of earlier versions.
+    """
     rng = np.random.default_rng(seed)
     pairs = [(a, b) for a in range(10) for b in range(10)]
     order = rng.permutation(len(pairs))
-    chosen = [pairs[order[i % len(pairs)]] for i in range(num_prompts)]
+    held = max(1, round(len(pairs) * eval_fraction)) if eval_fraction > 0 else 0
+    train_pairs = [pairs[i] for i in order[: len(pairs) - held]]
+    held_pairs = [pairs[i] for i in order[len(pairs) - held :]]
+    chosen = [train_pairs[i % len(train_pairs)] for i in range(num_prompts)]
+    return _prompts(chosen, first_id=0), _prompts(held_pairs, first_id=num_prompts)
+
+
+def _prompts(pairs: list[tuple[int, int]], first_id: int) -> PromptBatch:
     return PromptBatch(
-        prompt_ids=np.arange(num_prompts, dtype=np.int64),
-        prompts=[f"{a}+{b}=" for a, b in chosen],
-        metadata=[{"answer": str(a + b)} for a, b in chosen],
+        prompt_ids=np.arange(first_id, first_id + len(pairs), dtype=np.int64),
+        prompts=[f"{a}+{b}=" for a, b in pairs],
+        metadata=[{"answer": str(a + b)} for a, b in pairs],
     )
 
 

@@ -27,8 +27,9 @@ class GenerationBackend(Protocol):
     tokenizer: PreTrainedTokenizerBase
     """The model's tokenizer (prompts are encoded with it, with the chat template when there is one)."""
 
-    def sample(self, prompt_token_ids: list[np.ndarray], group_size: int, seed: int) -> SampledCompletions:
-        """m completions for each prompt, group-major."""
+    def sample(self, prompt_token_ids: list[np.ndarray], group_size: int, seed: int, temperature: float,
+               max_new_tokens: int) -> SampledCompletions:
+        """m completions for each prompt, group-major; temperature 0 is greedy decoding."""
 
     def load_adapter(self, tensors: dict[str, torch.Tensor], version: int) -> None:
         """Serve every later request with these LoRA weights."""

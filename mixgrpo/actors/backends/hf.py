@@ -33,18 +33,18 @@ class HFBackend:
         self.device, self.tokenizer, self.model, self.sampling = device, tokenizer, policy, sampling
 
     @torch.no_grad()
-    def sample(self, prompt_token_ids: list[np.ndarray], group_size: int, seed: int) -> SampledCompletions:
-        """Sample with temperature/top-p; behaviour log-probs come from the processed scores."""
+    def sample(self, prompt_token_ids: list[np.ndarray], group_size: int, seed: int, temperature: float,
+               max_new_tokens: int) -> SampledCompletions:
+        """Sample with temperature/top-p (temperature 0: greedy); log-probs come from the processed scores."""
         torch.manual_seed(seed)
         ids, mask = pad_left(prompt_token_ids, self.tokenizer.pad_token_id)
+        decoding = (dict(do_sample=True, temperature=temperature, top_p=self.sampling.top_p, top_k=0)
+                    if temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
         out = self.model.generate(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
-            do_sample=True,
-            temperature=self.sampling.temperature,
-            top_p=self.sampling.top_p,
-            top_k=0,
-            max_new_tokens=self.sampling.max_new_tokens,
+            **decoding,
+            max_new_tokens=max_new_tokens,
             num_return_sequences=group_size,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,

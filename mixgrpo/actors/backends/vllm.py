@@ -3,8 +3,11 @@
 The engine is started once per Generator actor with LoRA enabled. A broadcast
 adapter arrives as in-memory PEFT tensors; it is written in PEFT format to a
 RAM-backed directory (/dev/shm when present) and served as a ``LoRARequest``
-with a fresh integer id. The previous adapter is unloaded from the engine right
-after the new one is loaded, so no request after the switch sees old weights.
+with a fresh integer id (and a name carrying version and id), never reused, so a
+prefix-cache entry computed under one adapter is never served under another. The
+previous adapter is retired when the new one is loaded: no later request uses it,
+and it is unloaded (engine and files) as soon as no request in flight still holds
+it (``_in_flight`` counts the requests per adapter), so versions do not leak.
 An adapter whose LoRA B tensors are all zero is the base model exactly, so it
 (and version 0, before any adapter) is served without a LoRARequest.
 
@@ -167,18 +170,26 @@ class VLLMBackend:
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._workdir, True)
         self._ids = itertools.count(1)
         self._lora_request: Any = None  # None: the base model (= a zero LoRA)
+        self._in_flight: dict[int, int] = {}
+        """LoRA id -> generate calls using it now (0: the base model)."""
+        self._retired: dict[int, Any] = {}
+        """Replaced LoRARequests not yet unloaded because a call in flight still uses them."""
 
-    def sampling_params(self, n_prompts: int, group_size: int, seed: int) -> list[Any]:
-        """One SamplingParams per prompt (distinct seeds, so equal prompts still get independent draws)."""
+    def sampling_params(self, n_prompts: int, group_size: int, seed: int, temperature: float,
+                        max_new_tokens: int) -> list[Any]:
+        """One SamplingParams per prompt (distinct seeds, so equal prompts still get independent draws).
+
+        vLLM decodes greedily at temperature 0.
+        """
         from vllm import SamplingParams
 
         return [
             SamplingParams(
                 n=group_size,
-                temperature=self.sampling.temperature,
-                top_p=self.sampling.top_p,
+                temperature=temperature,
+                top_p=self.sampling.top_p if temperature > 0 else 1.0,
                 top_k=0,
-                max_tokens=self.sampling.max_new_tokens,
+                max_tokens=max_new_tokens,
                 logprobs=0,
                 seed=(seed + 104_729 * i) % 2**31,
                 detokenize=False,
@@ -186,12 +197,20 @@ class VLLMBackend:
             for i in range(n_prompts)
         ]
 
-    def sample(self, prompt_token_ids: list[np.ndarray], group_size: int, seed: int) -> SampledCompletions:
+    def sample(self, prompt_token_ids: list[np.ndarray], group_size: int, seed: int, temperature: float,
+               max_new_tokens: int) -> SampledCompletions:
         """m completions per prompt, group-major, with the sampled tokens' processed log-probs."""
 
         prompts = [{"prompt_token_ids": [int(t) for t in ids]} for ids in prompt_token_ids]
-        params = self.sampling_params(len(prompts), group_size, seed)
-        outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora_request)
+        params = self.sampling_params(len(prompts), group_size, seed, temperature, max_new_tokens)
+        lora_request = self._lora_request
+        key = lora_request.lora_int_id if lora_request is not None else 0
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        try:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=lora_request)
+        finally:
+            self._in_flight[key] -= 1
+            self._unload_unreachable()
         token_ids, logprobs, truncated = [], [], []
         for request in outputs:
             if len(request.outputs) != group_size:
@@ -209,7 +228,7 @@ class VLLMBackend:
         )
 
     def load_adapter(self, tensors: dict[str, torch.Tensor], version: int) -> None:
-        """Serve every later request with these LoRA weights (the previous adapter is unloaded)."""
+        """Serve every later request with these LoRA weights (the previous adapter is retired, then unloaded)."""
         self._check_tensors(tensors)
         previous = self._lora_request
         if _is_zero_adapter(tensors):
@@ -225,8 +244,17 @@ class VLLMBackend:
                 raise RuntimeError(f"vLLM refused adapter version {version} ({path})")
             self._lora_request = request
         if previous is not None:
-            self.llm.llm_engine.remove_lora(previous.lora_int_id)
-            shutil.rmtree(previous.lora_path, ignore_errors=True)
+            self._retired[previous.lora_int_id] = previous
+        self._unload_unreachable()
+
+    def _unload_unreachable(self) -> None:
+        """Unload every retired adapter that no call in flight uses (no new call can reach it)."""
+        for lora_id, request in list(self._retired.items()):
+            if self._in_flight.get(lora_id, 0) == 0:
+                self.llm.llm_engine.remove_lora(lora_id)
+                shutil.rmtree(request.lora_path, ignore_errors=True)
+                del self._retired[lora_id]
+                self._in_flight.pop(lora_id, None)
 
     def _check_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         unexpected = sorted(set(tensors) - set(self.expected_shapes))
@@ -239,6 +267,10 @@ class VLLMBackend:
     def loaded_lora_ids(self) -> set[int]:
         """LoRA ids the engine holds now (for tests: at most the one being served)."""
         return set(self.llm.llm_engine.list_loras())
+
+    def adapter_dirs(self) -> list[str]:
+        """Adapter directories on disk now (for tests: at most the one being served)."""
+        return sorted(p.name for p in Path(self._workdir).iterdir())
 
     def shutdown(self) -> None:
         """Stop the engine's processes and delete the adapter files."""

@@ -20,6 +20,8 @@ outputs (in the run directory, default runs/<date-time>):
   rollouts.parquet/    one Parquet file per step: prompt, completion, reward_<channel>
                        (nulls kept), advantage, weak_heads, review_reason, policy_version
   rewards.png          mean reward per channel over steps
+  eval.jsonl, eval.png held-out evaluations (task.eval_fraction or eval.path): eval/<channel>,
+                       eval/<channel>/pass@n, eval/null_rate/<channel>; step = steps done
   adapter/             final LoRA adapter (PeftModel.from_pretrained(base, RUN_DIR/adapter))
   checkpoints/         resumable checkpoints (--resume RUN_DIR)
 """
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nrun directory   {outputs.run_dir}")
     for label, path in [("metrics", outputs.metrics), ("tensorboard", outputs.tensorboard),
                         ("rollouts", outputs.rollouts), ("reward plot", outputs.reward_plot),
-                        ("adapter", outputs.adapter)]:
-        print(f"  {label:<13} {path}")
+                        ("adapter", outputs.adapter), ("eval plot", outputs.eval_plot)]:
+        if path is not None:
+            print(f"  {label:<13} {path}")
     return 0
