@@ -10,8 +10,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import ray
+import torch
 from ray_helpers import start_local_ray
 
+from mixgrpo.actors.colocated import ColocatedRank
 from mixgrpo.config import ConfigError, load_config
 from mixgrpo.orchestrator.driver import create_actors, train
 from mixgrpo.orchestrator.learner_group import rank_threads
@@ -60,6 +62,21 @@ def test_cpu_plan_gives_the_ranks_every_core_and_rule_channels_none():
     three = plan_slots(load_config(None, [COLOCATED, "learner.ranks=3"]), total_cpus=2)
     assert [rank_threads(s.cpus) for s in three if s.role == "learner"] == [1, 1, 1]
     assert sum(s.cpus for s in three) <= 2
+
+
+@pytest.mark.parametrize(("overrides", "max_threads", "threads"), [
+    ([], 2, {"generate": 1, "learn": 1}),  # the defaults: one thread, robust under load
+    (["learner.threads=4", "generator.threads=2"], 2, {"generate": 2, "learn": 2}),  # capped at the reserved CPUs
+    (["learner.threads=2"], 1, {"generate": 1, "learn": 1}),
+])
+def test_rank_threads_follow_the_config_but_never_exceed_the_reserved_cpus(tiny_model_cache, overrides, max_threads,
+                                                                         threads):
+    config = load_config(None, [COLOCATED, *overrides])
+    rank = ColocatedRank(config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed,
+                         max_threads=max_threads)
+    assert rank.threads == threads
+    rank.generate(make_task(config.task, 0).sample(0).take(np.arange(1)), 0)
+    assert torch.get_num_threads() == threads["generate"]
 
 
 def test_gpu_plan_is_one_gpu_per_rank_and_per_gpu_channel():

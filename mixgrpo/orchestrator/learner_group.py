@@ -1,7 +1,7 @@
 """K learner ranks as K Ray actors joined by torch.distributed; rank 0 speaks for the group.
 
-Colocated placement: the ranks are ``ColocatedRank`` actors that also generate; the
-rollout pipeline uses ``actors`` as its generators.
+Colocated placement: the ranks are ``ColocatedRank`` actors that also generate (``ClipPolicy``
+ones for model.kind=clip); the rollout pipeline uses ``actors`` as its generators.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 
 import ray
 
+from mixgrpo.actors.clip_policy import ClipPolicy
 from mixgrpo.actors.colocated import ColocatedRank
 from mixgrpo.actors.learner import Learner, LearnerResult
 from mixgrpo.batch import TrainBatch
@@ -18,7 +19,7 @@ from mixgrpo.orchestrator.placement import remote_class
 
 
 def rank_threads(num_cpus: float) -> int:
-    """Torch threads of a colocated rank: the whole CPUs it reserved, at least one."""
+    """Most torch threads a colocated rank may run: the whole CPUs it reserved, at least one."""
     return max(1, int(num_cpus))
 
 
@@ -29,19 +30,21 @@ class LearnerGroupError(RuntimeError):
 class LearnerGroup:
     """Creates the ranks (one actor option dict each), joins them, and fans each step out.
 
-    ``colocated``: ColocatedRank actors, each running as many torch threads as the whole CPUs
-    of its ``num_cpus`` (at least one).
+    ``colocated``: ColocatedRank actors, each running learner.threads / generator.threads torch
+    threads, at most the whole CPUs of its ``num_cpus`` (at least one).
     """
 
     def __init__(self, config: Config, options_per_rank: list[dict[str, Any]], colocated: bool = False) -> None:
         world_size = len(options_per_rank)
         self.colocated = colocated
         if colocated:
-            remote_rank = remote_class(ColocatedRank)
+            clip = config.model.kind == "clip"  # a CLIP classifier samples its own rollouts the same way
+            remote_rank = remote_class(ClipPolicy if clip else ColocatedRank)
+            task = {"task": config.task} if clip else {}
             self.actors = [
                 remote_rank.options(**options).remote(
                     config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed,
-                    rank, world_size, rank_threads(options.get("num_cpus", 1)),
+                    rank, world_size, rank_threads(options.get("num_cpus", 1)), **task,
                 )
                 for rank, options in enumerate(options_per_rank)
             ]
