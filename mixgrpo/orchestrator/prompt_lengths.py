@@ -6,6 +6,7 @@ from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from mixgrpo.actors.models import encode_prompts, load_tokenizer
 from mixgrpo.builtin import resolve_model_path
+from mixgrpo.builtin.tiny_clip import resolve_clip_name
 from mixgrpo.config import Config
 from mixgrpo.errors import InputError
 from mixgrpo.tasks import Task, make_task
@@ -50,7 +51,11 @@ def load_task(config: Config) -> Task:
     """The configured task, prompts over task.max_prompt_tokens handled per task.overlong_prompts.
 
     Builds a builtin model first (its tokenizer is part of it); raises InputError for a bad fit.
+    model.kind=clip: nothing to fit (the policy never reads prompt text); a builtin CLIP is built here.
     """
+    if config.model.kind == "clip":
+        resolve_clip_name(config.model.path)
+        return make_task(config.task, config.run.seed)
     model_path = resolve_model_path(config.model.path, config.run.seed)
     tokens = TokenizerPromptTokens(load_tokenizer(model_path), config.model.chat_template)
     limit = None if config.task.max_prompt_tokens else context_limit(model_path, config.generator.max_new_tokens)

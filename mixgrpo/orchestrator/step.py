@@ -9,6 +9,7 @@ every channel of every completion is null does not train at all (``run.max_all_n
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -21,7 +22,10 @@ from mixgrpo.orchestrator.dynamic_sampling import select_groups
 from mixgrpo.orchestrator.metrics import RunRecorder, StageTimer
 from mixgrpo.orchestrator.rollouts import RolloutPipeline
 from mixgrpo.orchestrator.scoring import StepScores, score_all_channels
+from mixgrpo.rewards.action_dependence import action_independent_heads
 from mixgrpo.rewards.mixer import MixResult, compute_advantages
+
+logger = logging.getLogger("mixgrpo.step")
 
 
 class StepLoop:
@@ -39,6 +43,8 @@ class StepLoop:
         """Reward channels whose actor is dead (on_dead: disable): null for the rest of the run."""
         self.last_driver_spans: list[tuple[str, float, float]] = []
         """The driver's (stage, start, end) spans of the last step (for mixgrpo bench)."""
+        self.warned_action_independent: set[str] = set()
+        """model.kind=clip: heads already warned about for scoring every sampled label alike."""
         self.weights = np.asarray(config.channel_weights, dtype=np.float64)
         self.thresholds = np.array(
             [c.weak_threshold if c.weak_threshold is not None else -np.inf for c in config.rewards
@@ -61,6 +67,8 @@ class StepLoop:
             mark = timer.add("extra_rounds", mark)  # the extra generation rounds and their scoring
         prompts, rollouts, scores = selection.prompts, selection.rollouts, selection.scores
         mix = self._mix(scores, len(prompts))
+        if self.config.model.kind == "clip":
+            self._warn_action_independent(scores, rollouts, len(prompts))
         advantages = mix.advantages.reshape(-1)
         mark = timer.add("mixer", mark)
         lag = self.learner_version - rollouts.policy_version
@@ -76,6 +84,8 @@ class StepLoop:
                         "restarts/generator": float(self.pipeline.restarts),
                         "restarts/learner": float(self.learner_restarts)})
         metrics.update(self.pipeline.task.metrics)  # prompts/overlong_* counted when the task was loaded
+        metrics.update({f"zero_variance_groups/{name}": float(rate)  # groups where the head carries no signal
+                        for name, rate in zip(self.config.channel_names, mix.diagnostics.head_zero_var_group_rate)})
         metrics.update(timer.metrics())
         self.last_driver_spans = timer.spans
         diagnostics = mix.diagnostics
@@ -118,6 +128,17 @@ class StepLoop:
         self.pipeline.broadcast(result.adapter, result.version)
         timer.add("broadcast", mark)
         return result.metrics
+
+    def _warn_action_independent(self, scores: StepScores, rollouts: RolloutBatch, num_prompts: int) -> None:
+        """Warn once per head whose rewards ignore the sampled class (all its group advantages are 0)."""
+        actions = np.array([int(c[0]) for c in rollouts.completion_token_ids]).reshape(num_prompts, -1)
+        flags = action_independent_heads(scores.rewards.reshape(num_prompts, actions.shape[1], -1), actions)
+        for name in np.asarray(self.config.channel_names)[flags]:
+            if name not in self.warned_action_independent:
+                self.warned_action_independent.add(str(name))
+                logger.warning("reward channel %s gives every sampled class of an image the same value: its "
+                               "group advantages are all 0 and it trains nothing (a reward must depend on the "
+                               "sampled label, e.g. exact_match against metadata['label'])", name)
 
     def _mix(self, scores: StepScores, num_prompts: int) -> MixResult:
         algorithm = self.config.algorithm

@@ -10,6 +10,7 @@ from mixgrpo.batch import PromptBatch
 from mixgrpo.config import TaskConfig
 from mixgrpo.errors import InputError
 from mixgrpo.tasks.files import read_prompt_file
+from mixgrpo.tasks.image_classes import image_classes_pool
 from mixgrpo.tasks.lengths import PromptTokens, fit_prompts
 from mixgrpo.tasks.svg_poster import svg_poster_pool
 from mixgrpo.tasks.toy import arithmetic_split
@@ -74,6 +75,8 @@ def make_task(config: TaskConfig, seed: int, tokens: PromptTokens | None = None,
         pool, held_out = arithmetic_split(config.num_prompts, seed, config.eval_fraction)
     elif config.kind == "svg-poster":
         pool, held_out = split_held_out(svg_poster_pool(config.num_prompts, seed), config.eval_fraction, seed)
+    elif config.kind == "image-classes":
+        pool, held_out = split_held_out(image_classes_pool(config), config.eval_fraction, seed)
     else:
         pool, held_out = split_held_out(read_prompt_file(config.path), config.eval_fraction, seed)
     limit = config.max_prompt_tokens or context_limit
