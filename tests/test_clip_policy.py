@@ -294,3 +294,17 @@ def test_pretrained_weights_that_are_not_local_fail_at_once(monkeypatch, tmp_pat
         check_clip_policy_source(model)
     with pytest.raises(InputError, match="is not an open_clip tag of ViT-B-32"):
         check_clip_policy_source(model.model_copy(update={"pretrained": "no-such-tag"}))
+
+
+def test_a_head_that_ignores_the_sampled_label_is_flagged():
+    from mixgrpo.rewards.action_dependence import action_independent_heads
+
+    actions = np.array([[0, 1, 1], [2, 2, 2], [3, 4, 3]])
+    rewards = np.stack([
+        np.array([[1.0, 0, 0], [0, 0, 0], [0, 1, 0]]),              # correctness: varies with the label
+        np.array([[0.7, 0.7, 0.7], [0.2, 0.2, 0.2], [0.4, 0.4, 0.4]]),  # p(correct | image): per image only
+        np.array([[0.5, np.nan, 0.5], [1, 2, 3], [np.nan, 1, np.nan]]),  # constant where it has values
+    ], axis=-1)
+    assert action_independent_heads(rewards, actions).tolist() == [False, True, True]
+    same_actions = np.zeros((2, 3), dtype=int)  # no group sampled two labels: no evidence, no flag
+    assert not action_independent_heads(np.ones((2, 3, 1)), same_actions).any()
