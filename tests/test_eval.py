@@ -45,6 +45,8 @@ def test_eval_metrics_mean_null_rate_and_pass_at_n_for_binary_channels():
     assert metrics["eval/correct/pass@3"] == pytest.approx(0.5)  # prompt 0 passes (once), prompt 1 never
     assert metrics["eval/dist"] == pytest.approx(-7 / 5)
     assert "eval/dist/pass@3" not in metrics
+    all_zero = eval_metrics(np.zeros((2, 1, 1)), ["length"])  # a penalty that is 0 everywhere is not pass/fail
+    assert all_zero["eval/length"] == 0.0 and "eval/length/pass@1" not in all_zero
 
 
 def test_toy_split_holds_out_distinct_sums_and_keeps_the_old_pool_at_zero():

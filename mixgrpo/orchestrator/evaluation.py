@@ -9,7 +9,8 @@ training generation seeds its own sampler from (run seed, step, prompt).
 
 Metrics, one row per evaluation in eval.jsonl (``step`` = training steps done):
 ``eval/<channel>`` (mean over non-null samples), ``eval/null_rate/<channel>``, and for
-channels whose values are all 0 or 1, ``eval/<channel>/pass@<n>`` (unbiased estimator of
+channels whose values are all 0 or 1 (some 1: an all-zero channel such as a length
+penalty is not taken for a pass/fail one), ``eval/<channel>/pass@<n>`` (unbiased estimator of
 Chen et al. 2021, eq. 1, with k = n; a null counts as a fail).
 """
 
@@ -49,7 +50,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def eval_metrics(rewards: np.ndarray, channel_names: list[str]) -> dict[str, float]:
-    """eval/<channel>, eval/null_rate/<channel> and, for 0/1 channels, eval/<channel>/pass@n.
+    """eval/<channel>, eval/null_rate/<channel> and, for 0/1 channels (some 1), eval/<channel>/pass@n.
 
     rewards: (P, n, R) float64, NaN = null.
     """
@@ -60,7 +61,7 @@ def eval_metrics(rewards: np.ndarray, channel_names: list[str]) -> dict[str, flo
         present = ~np.isnan(values)
         metrics[f"eval/{name}"] = float(values[present].mean()) if present.any() else float("nan")
         metrics[f"eval/null_rate/{name}"] = float(1.0 - present.mean())
-        if present.any() and np.isin(values[present], (0.0, 1.0)).all():
+        if np.isin(values[present], (0.0, 1.0)).all() and (values[present] == 1.0).any():
             passes = (values == 1.0).sum(axis=1)  # NaN == 1 is False: a null is a fail
             metrics[f"eval/{name}/pass@{n}"] = float(np.mean([pass_at_k(n, int(c), n) for c in passes]))
     return metrics
