@@ -32,8 +32,8 @@ def test_held_out_accuracy_rises_and_a_label_independent_channel_is_named(tmp_pa
     config = load_config(CLIP_DIGITS, [
         "run.steps=40", "eval.every=40", "run.tensorboard=false", "run.progress=false",
         # a second channel that scores every class name alike: its group advantages are all 0
-        "rewards=[{name: accuracy, kind: exact_match, options: {answer_key: label}},"
-        " {name: is_digit, kind: regex, weight: 0.5, options: {pattern: '\\d'}}]",
+        ("rewards=[{name: accuracy, kind: exact_match, options: {answer_key: label}},"
+         " {name: is_digit, kind: regex, weight: 0.5, options: {pattern: '\\d'}}]"),
     ])
     with caplog.at_level(logging.WARNING, logger="mixgrpo.step"):
         outputs = train(config, tmp_path / "run")

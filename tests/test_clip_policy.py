@@ -9,7 +9,11 @@ import pytest
 import torch
 from torch.nn.functional import normalize
 
-from mixgrpo.actors.clip_policy import ClipPolicy, check_clip_inputs, check_clip_policy_source
+from mixgrpo.actors.clip_policy import (
+    ClipPolicy,
+    check_clip_inputs,
+    check_clip_policy_source,
+)
 from mixgrpo.batch import PromptBatch, TrainBatch
 from mixgrpo.config import ConfigError, config_from_dict
 from mixgrpo.errors import InputError

@@ -352,7 +352,7 @@ class ClipPolicy(Learner):
         missing = set(self.adapter_tensors()) - set(tensors)
         if missing:
             raise ValueError(f"checkpoint lacks {len(missing)} trained tensors of this CLIP policy, "
-                             f"e.g. {sorted(missing)[0]} (another model.clip.tune or towers?)")
+                             f"e.g. {min(missing)} (another model.clip.tune or towers?)")
         self.model.load_state_dict(tensors, strict=False)
 
     def load_state(self, state: dict[str, Any]) -> int:
