@@ -127,6 +127,9 @@ def evaluate_adapter(config: Config, adapter: Path | None) -> dict[str, Any]:
     No learner is started. The row's ``step`` is run.steps, so a run's own final adapter gets the
     same sampling seeds as its end-of-run evaluation.
     """
+    if config.model.kind == "clip":
+        raise InputError("mixgrpo eval of a model.kind=clip run is not supported yet: its eval.jsonl holds the "
+                         "held-out accuracy of every evaluation (eval.every) and of the end")
     task = load_task(config)
     prompts = eval_prompts(config, task)
     lora, tensors = read_adapter(adapter) if adapter is not None else (config.learner.lora, None)
