@@ -196,6 +196,7 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False,
     push_outputs(run_dir, config.run.output_uri)  # run.output_uri: a bad one fails here, before Ray
     with StopRequest() as stop:  # Ctrl-C / SIGTERM: finish the step, checkpoint, TrainingInterrupted
         started_ray = start_ray(config.cluster)
+        stop.install()  # after ray.init, whose own SIGTERM handler would abort the driver
         try:
             slots = plan_slots(config, total_cpus=ray.cluster_resources().get("CPU", 1.0))
             with reserved(slots, config.cluster.strategy) as group:

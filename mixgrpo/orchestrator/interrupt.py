@@ -54,12 +54,17 @@ class StopRequest:
                          "(again to exit at once)\n")
         sys.stderr.flush()
 
-    def __enter__(self) -> "StopRequest":
+    def install(self) -> None:
+        """(Re)install the handlers: ray.init puts its own SIGTERM handler in place, which aborts the process."""
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in _SIGNALS}
+            for signum in _SIGNALS:
+                self._previous.setdefault(signum, signal.signal(signum, self._handle))
+
+    def __enter__(self) -> "StopRequest":
+        self.install()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+        for signum, handler in self._previous.items():  # None: a handler set outside Python
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
