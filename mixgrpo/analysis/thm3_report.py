@@ -28,6 +28,7 @@ from mixgrpo.analysis.thm3 import (
     analyze_real_scores,
 )
 from mixgrpo.errors import InputError
+from mixgrpo.runtime import pyplot
 
 JSON_NAME, PLOT_NAME = "thm3.json", "thm3.png"
 _COLOURS = {"na": "tab:blue", "an": "tab:red"}
@@ -144,15 +145,6 @@ def write_json(report: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _identity_line(axis: Any, values: list[np.ndarray]) -> None:
     flat = np.concatenate([np.ravel(v) for v in values])
     flat = flat[flat > 0]
@@ -175,7 +167,7 @@ def _plain_log_ticks(axis: Any, ms: list[int] | None = None) -> None:
 
 def plot_real_scores(analysis: RealScoreAnalysis, path: Path, title: str) -> Path:
     """Left: predicted vs realized per (prompt, m), NA and AN, y = x. Right: MSE against m, log-log."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, (scatter, law) = plt.subplots(1, 2, figsize=(10, 4.2))
     plotted = []
     for mode in ESTIMATORS:
@@ -211,7 +203,7 @@ def plot_real_scores(analysis: RealScoreAnalysis, path: Path, title: str) -> Pat
 
 def plot_random_scores(result: RandomScoreAnalysis, path: Path, title: str) -> Path:
     """The package's money plot: per-prompt predicted vs realized, NA and AN, y = x."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(5.5, 4.5))
     predicted = result.predicted_per_prompt
     for mode, realized in (("na", result.realized_na), ("an", result.realized_an)):

@@ -132,10 +132,7 @@ def _jsonable(value: Any) -> Any:
 
 def plot_rewards(run_dir: Path, channel_names: list[str]) -> Path:
     """PNG of each channel's mean reward per step (one panel per channel); returns its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = read_metrics(run_dir)
     steps = [row["step"] for row in rows]

@@ -40,10 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from mixgrpo.orchestrator.driver import train
 
     if args.resume is not None:
-        config = load_config(args.config or args.resume / "config.yaml", args.overrides)
-        outputs = train(config, args.resume, resume=True)
         if args.config is None and not (args.resume / "config.yaml").is_file():
             raise InputError(f"--resume {args.resume}: not a run directory (config.yaml missing)")
+        config = load_config(args.config or args.resume / "config.yaml", args.overrides)
+        outputs = train(config, args.resume, resume=True)
     else:
         config = load_config(args.config, args.overrides)
         outputs = train(config, args.out)

@@ -19,10 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-from mixgrpo.errors import InputError
-
 from mixgrpo.config import Config, load_config
+from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.launch import LaunchError
 from mixgrpo.orchestrator.launch.follow import Console, follow, guarded
 from mixgrpo.orchestrator.launch.package import build_wheel, project_root, wheel_command
@@ -37,6 +35,7 @@ from mixgrpo.orchestrator.launch.secrets import (
     require_api_key,
 )
 from mixgrpo.orchestrator.launch.ssh import SshTarget, generate_key
+from mixgrpo.orchestrator.launch.staging import staged_config
 from mixgrpo.orchestrator.launch.state import KEY, LaunchState, launch_dir
 
 DEFAULT_IMAGE = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
@@ -110,13 +109,8 @@ def prepare_job(options: LaunchOptions) -> PreparedJob:
                          "Hugging Face Hub id (HF_TOKEN for gated ones) or an --image that holds it")
     preflight(config)
     plan_slots(config, total_cpus=1.0)  # cluster.gpus too small for the placement's GPU actors
-    data = config.model_dump(mode="json")
-    files = {}
-    if config.task.kind == "file" and config.task.path:
-        source = Path(config.task.path).expanduser()
-        files[f"prompts{source.suffix}"] = source
-        data["task"]["path"] = f"prompts{source.suffix}"  # the job runs in its launch directory
-    return PreparedJob(config, yaml.safe_dump(data, sort_keys=False), files)
+    config_yaml, files = staged_config(config)
+    return PreparedJob(config, config_yaml, files)
 
 
 def _gpu_plan(config: Config) -> str:
