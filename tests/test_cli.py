@@ -31,7 +31,7 @@ def _prompt_file_without_prompt(tmp_path):
     (["rewards.correct.kind=telepathy"], "unknown reward channel kind 'telepathy'"),
     (["algorithm.weights=[1, 2]"], "algorithm.weights has 2 values for 4 reward channels"),
     (["learner.lr=fast"], "config error at learner.lr"),
-    (["generator.group_size=1"], "config error at generator.group_size"),
+    (["generator.group_size=1"], "generator.group_size=1 leaves each group one sample"),
     (["rewards.format.options.pattern=("], "bad pattern"),
 ])
 def test_bad_input_fails_before_ray_starts(overrides, message, tmp_path, capsys):

@@ -58,4 +58,4 @@ def test_model_path_callable_and_group_size(capsys):
     _fails_early(["--set", "model.path=./no/such/dir"], capsys, "model.path './no/such/dir'")
     _fails_early(["--set", "rewards.format.kind=python", "--set", "rewards.format.options={callable: 'nope.mod:f'}"],
                  capsys, "rewards.format.options.callable: callable 'nope.mod:f': cannot import 'nope.mod'")
-    _fails_early(["--set", "generator.group_size=1"], capsys, "config error at generator.group_size")
+    _fails_early(["--set", "generator.group_size=1"], capsys, "generator.group_size=1 leaves each group one sample")
