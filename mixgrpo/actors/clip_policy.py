@@ -349,21 +349,12 @@ class ClipPolicy(Learner):
         return {name: p.detach().to("cpu").clone() for name, p in self.model.named_parameters() if p.requires_grad}
 
     def _load_trained(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Every trained tensor of this policy must be in the checkpoint (Learner.load_state calls this)."""
         missing = set(self.adapter_tensors()) - set(tensors)
         if missing:
             raise ValueError(f"checkpoint lacks {len(missing)} trained tensors of this CLIP policy, "
                              f"e.g. {min(missing)} (another model.clip.tune or towers?)")
         self.model.load_state_dict(tensors, strict=False)
-
-    def load_state(self, state: dict[str, Any]) -> int:
-        """Restore a checkpoint's state (trained tensors, optimizer, scheduler, version, RNG); returns the version."""
-        self._load_trained(state["adapter"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.version = int(state["version"])
-        self.skipped_steps = int(state["skipped_steps"])
-        torch.set_rng_state(state["torch_rng"])
-        return self.version
 
     def save_adapter(self, directory: str) -> str:
         """Write the trained tensors: PEFT format for LoRA (plus logit_scale), else ``trained.safetensors``."""

@@ -380,13 +380,17 @@ class Learner:
 
     def load_state(self, state: dict[str, Any]) -> int:
         """Restore a checkpoint's state; returns the restored version."""
-        set_peft_model_state_dict(self.model, state["adapter"])
+        self._load_trained(state["adapter"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.version = int(state["version"])
         self.skipped_steps = int(state["skipped_steps"])
         torch.set_rng_state(state["torch_rng"])
         return self.version
+
+    def _load_trained(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Put a checkpoint's trained tensors (``adapter_tensors``) back into the model."""
+        set_peft_model_state_dict(self.model, tensors)
 
     def save_adapter(self, directory: str) -> str:
         """Write the adapter in PEFT format (loadable with PeftModel.from_pretrained)."""

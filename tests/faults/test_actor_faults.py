@@ -17,7 +17,7 @@ pytestmark = pytest.mark.faults
 
 # No held-out eval: its generate and score calls would shift the call counts the failpoints are armed at.
 SMALL = ["task.prompts_per_step=4", "generator.group_size=4", "run.tensorboard=false", "run.progress=false",
-         "task.eval_fraction=0"]
+         "task.eval_fraction=0", "eval.every=0"]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -49,7 +49,7 @@ def test_soak_memory_flat_and_failures_counted(ray_with_faults, tmp_path, capsys
         "generator.max_new_tokens=4", "run.tensorboard=false", "run.progress=false", FLAKY,
         # a training soak: no held-out eval calls in between; a hang that outlives the next call restarts the
         # actor (counted stuck), and each restart spends one of max_actor_restarts, so give it room for 200 steps
-        "task.eval_fraction=0", "cluster.max_actor_restarts=50",
+        "task.eval_fraction=0", "eval.every=0", "cluster.max_actor_restarts=50",
     ])
     probe = MemoryProbe()
     train(config, tmp_path / "run", observer=probe)
