@@ -27,17 +27,26 @@ def _found(value: Any) -> str:
     return type(value).__name__
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def jsonl_objects(path: Path, error: type[InputError]) -> list[tuple[int, dict[str, Any]]]:
+    """(file line number, object) of every non-blank line (numbers count blank lines); ``error`` names
+    the file and line of one that is not JSON or not an object."""
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):  # file lines, blank ones counted
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise PromptFileError(f"{path}:{number}: not JSON ({error.msg})") from None
+        except json.JSONDecodeError as decode_error:
+            raise error(f"{path}:{number}: not JSON ({decode_error.msg})") from None
         if not isinstance(row, dict):
-            raise PromptFileError(f"{path}:{number}: each line must be a JSON object")
+            raise error(f"{path}:{number}: each line must be a JSON object")
+        rows.append((number, row))
+    return rows
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for number, row in jsonl_objects(path, PromptFileError):
         if "prompt" not in row:
             raise PromptFileError(f"{path}: line {number}: no 'prompt' column (a non-empty string)")
         if not isinstance(row["prompt"], str) or not row["prompt"]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import pyarrow.parquet as pq
 from mixgrpo.batch import PromptBatch
 from mixgrpo.config import TaskConfig
 from mixgrpo.errors import InputError
+from mixgrpo.tasks.files import jsonl_objects
 
 DIGITS = "digits"
 """Source name of scikit-learn's digits (task.path unset)."""
@@ -96,17 +96,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
             raise ImageFileError(f"{path}: not a readable Parquet file ({error})") from None
     if path.suffix != ".jsonl":
         raise ImageFileError(f"{path}: image files must be .jsonl or .parquet")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ImageFileError(f"{path}:{number}: not JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise ImageFileError(f"{path}:{number}: each line must be a JSON object")
-            rows.append(row)
-    return rows
+    return [row for _, row in jsonl_objects(path, ImageFileError)]
 
 
 def check_rows(rows: list[dict[str, Any]], image_key: str, label_key: str, names: list[str], where: str) -> None:
