@@ -63,3 +63,13 @@ def flaky(prompts: list[str], completions: list[str], metadata: list[dict]) -> l
     if draw < 0.12:
         time.sleep(1.5)
     return [float(len(c) % 3) for c in completions]
+
+
+def blocks_once_gated(prompt: str, completion: str, metadata: dict, gate: str) -> float:
+    """1.0 until the file ``gate`` exists; then marks ``gate + '.entered'`` and blocks for a minute."""
+    import os
+
+    if os.path.exists(gate):
+        open(gate + ".entered", "w").close()
+        time.sleep(60)
+    return 1.0

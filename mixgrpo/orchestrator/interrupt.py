@@ -3,7 +3,9 @@
 The first signal only sets a flag; the driver finishes the step in flight,
 writes a checkpoint and raises ``TrainingInterrupted``, which the command line
 prints as one line (exit code 128 + signal: 130 for SIGINT, 143 for SIGTERM).
-A second signal exits the process immediately (Ray's processes share its fate).
+A second signal exits the process immediately, killing the processes it started
+first (a local Ray's GCS, raylet, workers and agents: left alone, the agents
+outlive the raylet for minutes).
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ class TrainingInterrupted(Exception):
         return 128 + self.signum
 
 
+def _kill_descendants() -> None:
+    """SIGKILL every process this one started, children first in no particular order (best effort)."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.Error:
+            pass  # already gone
+
+
 class StopRequest:
     """Context manager installing the two-stage SIGINT/SIGTERM handler (main thread only; elsewhere a no-op)."""
 
@@ -48,6 +61,7 @@ class StopRequest:
         if self.signum is not None:
             sys.stderr.write(f"\nmixgrpo: {signal.Signals(signum).name} again: exiting now, without a checkpoint\n")
             sys.stderr.flush()
+            _kill_descendants()
             os._exit(128 + signum)
         self.signum = signum
         sys.stderr.write(f"\nmixgrpo: {signal.Signals(signum).name}: stopping after the current step "

@@ -17,6 +17,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 from harness import kill
+from ray_helpers import TESTS_DIR
 from test_driver_kill import SETS, _train
 from test_first_hour import tensorboard_scalars
 
@@ -28,20 +29,32 @@ pytestmark = pytest.mark.faults
 LONG_RUN = [*SETS, "run.steps=300"]  # later overrides win
 
 
-def _start(run_dir: Path) -> subprocess.Popen:
+def _start(run_dir: Path, extra_sets: tuple[str, ...] = (), stderr=subprocess.PIPE) -> subprocess.Popen:
     """``mixgrpo train`` of 300 steps in its own session (a terminal's Ctrl-C reaches the whole group)."""
     command = [sys.executable, "-m", "mixgrpo.orchestrator.cli", "train", "--out", str(run_dir)]
-    for item in LONG_RUN:
+    for item in [*LONG_RUN, *extra_sets]:
         command += ["--set", item]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=dict(os.environ))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+                            start_new_session=True, env=env)  # PYTHONPATH: the reward actors import hostile_rewards
 
 
-def _wait_for_steps(process: subprocess.Popen, run_dir: Path, count: int) -> None:
+def _wait_for(condition, process: subprocess.Popen, failure: str, timeout_s: float = 120) -> None:
+    """Poll ``condition`` while ``process`` runs (two SIGINTs sent back to back reach Python as one)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert process.poll() is None, failure
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)
+
+
+def _wait_for_steps(process: subprocess.Popen, run_dir: Path, count: int, stderr_path: Path | None = None) -> None:
     """Poll until ``count`` steps are recorded (generous deadline: the machine is shared)."""
     deadline = time.monotonic() + 600
     while len(read_metrics(run_dir)) < count:
-        assert process.poll() is None, process.communicate()[1][-3000:]
+        if process.poll() is not None:
+            stderr = stderr_path.read_text() if stderr_path else process.communicate()[1]
+            raise AssertionError(f"the run ended with {process.returncode}: {stderr[-3000:]}")
         assert time.monotonic() < deadline, "the run recorded too few steps in 10 minutes"
         time.sleep(0.2)
 
@@ -97,14 +110,23 @@ def test_sigterm_checkpoints_and_exits_143(fault_plan, tiny_model_cache, tmp_pat
 
 def test_a_second_ctrl_c_exits_at_once_and_leaves_no_ray_process(fault_plan, tiny_model_cache, tmp_path):
     fault_plan.arm()
-    run_dir = tmp_path / "run"
-    process = _start(run_dir)
-    _wait_for_steps(process, run_dir, 2)
-    children = psutil.Process(process.pid).children(recursive=True)
-    assert children  # Ray's processes: GCS, raylet, workers
-    os.killpg(process.pid, signal.SIGINT)
-    os.killpg(process.pid, signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    run_dir, gate = tmp_path / "run", tmp_path / "gate"
+    gated = ("rewards=[{name: correct, kind: numeric_match}, {name: gate, kind: python, timeout_s: 300,"
+             f" options: {{callable: 'hostile_rewards:blocks_once_gated', kwargs: {{gate: '{gate}'}}}}}}]")
+    stderr_path = tmp_path / "stderr.txt"
+    with stderr_path.open("w") as stderr_file:
+        process = _start(run_dir, (gated,), stderr=stderr_file)
+        _wait_for_steps(process, run_dir, 2, stderr_path)
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert children  # Ray's processes: GCS, raylet, workers
+        gate.touch()  # the next scoring call blocks: the step in flight cannot end before the second signal
+        _wait_for(lambda: Path(f"{gate}.entered").exists(), process, "the gated reward call never started")
+        os.killpg(process.pid, signal.SIGINT)
+        _wait_for(lambda: "stopping after the current step" in stderr_path.read_text(), process,
+                  "the first SIGINT was never acknowledged")
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=120)
+    stderr = stderr_path.read_text()
     assert process.returncode == 130, stderr[-3000:]
     assert stderr.strip().splitlines()[-1] == "mixgrpo: SIGINT again: exiting now, without a checkpoint"
     _, alive = psutil.wait_procs(children, timeout=60)  # they share the driver's fate
