@@ -84,6 +84,7 @@ def test_failing_channels_become_nulls_and_training_goes_on(tmp_path):
     assert len(rows) == 2
     # slow: step 0's call times out; at step 1 it still runs, so the call is refused (stuck) and Ray restarts the actor
     assert [(r.get("failures/slow/timeouts"), r.get("failures/slow/stuck")) for r in rows] == [(1, None), (None, 1)]
+    assert rows[0]["reward_seconds/slow"] >= 1.0 > rows[0]["reward_seconds/correct"]  # the slow channel is named
     for row in rows:
         n = config.task.prompts_per_step * config.generator.group_size
         assert row["null_rate/broken"] == 1.0 and row["failures/broken/item_errors"] == n  # each completion

@@ -136,7 +136,6 @@ class RewardWorker:
         if "torch" in sys.modules:  # a model channel loaded it; a rule channel's process never imports torch
             sys.modules["torch"].set_num_threads(threads)
         self.subs = list(channel.sub_channels) if channel.sub_channels is not None else None
-        self.totals: dict[str, int] = {}
         self.calls = 0
         self._logged_kinds: set[str] = set()
         self._abandoned: threading.Thread | None = None
@@ -209,8 +208,6 @@ class RewardWorker:
             values, counters = self._all_null(n), {"errors": 1}
             self._log_once(type(error).__name__, error, "errors")
         counters = {k: v for k, v in counters.items() if v}
-        for key, value in counters.items():
-            self.totals[key] = self.totals.get(key, 0) + value
         return ChannelScores(values=values, counters=counters, seconds=time.monotonic() - started)
 
     def _all_null(self, n: int) -> dict[str, np.ndarray]:

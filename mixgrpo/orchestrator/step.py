@@ -160,6 +160,8 @@ class StepLoop:
             metrics[f"null_rate/{name}"] = float(1.0 - present.mean())
             for counter, count in scores.counters[name].items():
                 metrics[f"failures/{name}/{counter}"] = float(count)
+        for channel, spent in scores.seconds.items():  # inside the worker: a slow channel is named here
+            metrics[f"reward_seconds/{channel}"] = spent
         metrics["advantage/abs_mean"] = float(np.abs(advantages).mean())
         metrics["completion_tokens/mean"] = float(rollouts.completion_lengths.mean())
         metrics["completion/truncated_frac"] = float(rollouts.truncated.mean())

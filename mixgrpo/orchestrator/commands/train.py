@@ -15,7 +15,8 @@ EPILOG = """\
 outputs (in the run directory, default runs/<date-time>):
   config.yaml          the resolved config
   metrics.jsonl        one JSON line per step: reward/<channel>, null_rate/<channel>,
-                       failures/..., learner/..., rollout_lag/..., time/<stage>
+                       failures/..., reward_seconds/<channel>, learner/..., rollout_lag/...,
+                       time/<stage>
   tensorboard/         TensorBoard events (tensorboard --logdir RUN_DIR/tensorboard)
   rollouts.parquet/    one Parquet file per step: prompt, completion, reward_<channel>
                        (nulls kept), advantage, weak_heads, review_reason, policy_version
