@@ -1,14 +1,23 @@
-"""Does more learning per rollout batch pay? The default job with learner.epochs / learner.mini_batches varied.
+"""GRPO depth on the default job: PPO epochs / mini-batches and async depth, held-out accuracy and wall time.
 
-For every case (epochs x mini_batches, default 1x1, 2x1, 1x2, 2x2) and seed, runs the
-default job (``mixgrpo train`` with no config, local Ray) and prints the mean
-``reward/correct`` of the last 10 steps, the wall time of the run and the optimizer
-steps taken, then the mean and spread over seeds per case. Run from the repository root::
+Each (case, seed) pair is one full ``mixgrpo train`` of the default job (local Ray;
+its eval section scores the held-out split greedily before training and at the end).
+A case is a named set of overrides on top of the default job:
 
-    .venv/bin/python -m benchmarks.bench_grpo_depth [--seeds 0 1 2] [--cases 1x1 2x1 1x2 2x2] [--steps 150]
+    base      today's defaults (1 epoch, 1 mini-batch, async_steps 0)
+    epochs2   learner.epochs=2
+    mini2     learner.mini_batches=2
+    async1    algorithm.async_steps=1
+    async2    algorithm.async_steps=2
 
-Each run is a full training run (the default job: 150 steps of 32 x 8 completions), so
-a case costs minutes per seed; use --steps and fewer seeds on a busy machine.
+Seeds are the outer loop, so load on a shared machine falls on every case alike.
+Prints one line per run, then per case the mean and range over seeds of the held-out
+greedy ``correct`` after training, the training ``reward/correct`` of the last 10
+steps, the wall time and the optimizer steps, and the same as a Markdown table.
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.bench_grpo_depth [--cases base epochs2 async1 async2] [--seeds 0 1 2]
+        [--set run.steps=60 ...]
 """
 
 from __future__ import annotations
@@ -19,58 +28,73 @@ import tempfile
 import time
 from pathlib import Path
 
+CASES: dict[str, list[str]] = {
+    "base": [],
+    "epochs2": ["learner.epochs=2"],
+    "mini2": ["learner.mini_batches=2"],
+    "async1": ["algorithm.async_steps=1"],
+    "async2": ["algorithm.async_steps=2"],
+}
 LAST = 10
+COLUMNS = [("held_out_before", "held-out greedy before"), ("held_out_after", "held-out greedy after"),
+           ("train_last", f"train correct (last {LAST})"), ("wall_s", "wall s"), ("optimizer_steps", "optimizer steps")]
 
 
-def run_case(epochs: int, mini_batches: int, seed: int, steps: int | None, out: Path) -> dict[str, float]:
-    """One default-job run; its last-10-step correct reward, wall seconds and optimizer steps."""
+def run_case(name: str, seed: int, overrides: list[str], out: Path) -> dict[str, float]:
+    """One default-job run of case ``name``: held-out greedy correct before/after, training correct, wall, steps."""
     from mixgrpo.config import load_config
     from mixgrpo.orchestrator.driver import train
-    from mixgrpo.rundir import read_metrics
+    from mixgrpo.rundir import read_eval, read_metrics
 
-    overrides = ["run.progress=false", "run.tensorboard=false", f"run.seed={seed}",
-                 f"learner.epochs={epochs}", f"learner.mini_batches={mini_batches}"]
-    if steps is not None:
-        overrides.append(f"run.steps={steps}")
-    config = load_config(None, overrides)
+    config = load_config(None, ["run.progress=false", "run.tensorboard=false", f"run.seed={seed}",
+                                *overrides, *CASES[name]])
     started = time.monotonic()
-    outputs = train(config, out / f"e{epochs}-m{mini_batches}-s{seed}")
+    outputs = train(config, out / f"{name}-seed{seed}")
     wall = time.monotonic() - started
-    rows = read_metrics(outputs.run_dir)
+    rows, evaluations = read_metrics(outputs.run_dir), read_eval(outputs.run_dir)
+    if not evaluations:
+        raise SystemExit("the job has no held-out eval (eval.every=0 or task.eval_fraction=0): nothing to compare")
     return {
-        "correct_last": statistics.fmean(r["reward/correct"] for r in rows[-LAST:]),
+        "held_out_before": evaluations[0]["eval/correct"],
+        "held_out_after": evaluations[-1]["eval/correct"],
+        "train_last": statistics.fmean(r["reward/correct"] for r in rows[-LAST:]),
         "wall_s": wall,
         "optimizer_steps": sum(r.get("learner/optimizer_steps", 0.0) for r in rows),
     }
 
 
-def _case(text: str) -> tuple[int, int]:
-    epochs, mini_batches = text.lower().split("x")
-    return int(epochs), int(mini_batches)
+def summary(results: dict[str, list[dict[str, float]]]) -> list[str]:
+    """A Markdown table: per case, mean (min..max) over seeds of every column."""
+    lines = ["| case | seeds | " + " | ".join(title for _, title in COLUMNS) + " |",
+             "|---|---|" + "---|" * len(COLUMNS)]
+    for name, runs in results.items():
+        cells = []
+        for key, _ in COLUMNS:
+            values = [run[key] for run in runs]
+            digits = 0 if key in ("wall_s", "optimizer_steps") else 3
+            cells.append(f"{statistics.fmean(values):.{digits}f} ({min(values):.{digits}f}..{max(values):.{digits}f})")
+        lines.append(f"| {name} ({', '.join(CASES[name]) or 'defaults'}) | {len(runs)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> None:
-    """Parse the arguments, run every case and seed, print one line per run and a summary per case."""
+    """Parse the arguments, run every case for every seed, print the runs and the summary table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["base", "epochs2", "async1", "async2"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--cases", type=_case, nargs="+", default=[(1, 1), (2, 1), (1, 2), (2, 2)],
-                        help="epochs x mini_batches, e.g. 2x1")
-    parser.add_argument("--steps", type=int, default=None, help="run.steps (default: the default job's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="an override for every run")
     args = parser.parse_args()
-    results: dict[tuple[int, int], list[dict[str, float]]] = {case: [] for case in args.cases}
-    print(f"{'case':>6} {'seed':>4} {'correct last ' + str(LAST):>16} {'wall s':>8} {'opt steps':>9}")
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in args.cases}
     with tempfile.TemporaryDirectory() as scratch:
         for seed in args.seeds:
-            for epochs, mini_batches in args.cases:
-                result = run_case(epochs, mini_batches, seed, args.steps, Path(scratch))
-                results[(epochs, mini_batches)].append(result)
-                print(f"{epochs}x{mini_batches:<4} {seed:>4} {result['correct_last']:>16.3f} "
-                      f"{result['wall_s']:>8.1f} {result['optimizer_steps']:>9.0f}", flush=True)
-    print("\nper case over seeds: correct last 10 mean (min..max), wall s mean")
-    for (epochs, mini_batches), runs in results.items():
-        correct = [r["correct_last"] for r in runs]
-        print(f"{epochs}x{mini_batches}: {statistics.fmean(correct):.3f} ({min(correct):.3f}..{max(correct):.3f}), "
-              f"{statistics.fmean(r['wall_s'] for r in runs):.1f} s")
+            for name in args.cases:
+                result = run_case(name, seed, args.overrides, Path(scratch))
+                results[name].append(result)
+                print(f"{name:>8} seed {seed}: held-out greedy correct {result['held_out_before']:.3f} -> "
+                      f"{result['held_out_after']:.3f}, train correct last {LAST} {result['train_last']:.3f}, "
+                      f"wall {result['wall_s']:.1f} s, {result['optimizer_steps']:.0f} optimizer steps", flush=True)
+    print("\nmean (min..max) over seeds")
+    print("\n".join(summary(results)))
 
 
 if __name__ == "__main__":
