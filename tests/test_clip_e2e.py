@@ -12,6 +12,8 @@ from ray_helpers import start_local_ray
 
 from mixgrpo.config import load_config
 from mixgrpo.orchestrator.driver import train
+from mixgrpo.orchestrator.cli import main
+from mixgrpo.orchestrator.evaluation import evaluate_adapter
 from mixgrpo.rundir import read_metrics
 
 CLIP_DIGITS = "configs/clip-digits.yaml"
@@ -28,7 +30,7 @@ def _eval_rows(run_dir):
     return [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
 
 
-def test_held_out_accuracy_rises_and_a_label_independent_channel_is_named(tmp_path, caplog):
+def test_held_out_accuracy_rises_and_a_label_independent_channel_is_named(tmp_path, caplog, capsys):
     config = load_config(CLIP_DIGITS, [
         "run.steps=40", "eval.every=40", "run.tensorboard=false", "run.progress=false",
         # a second channel that scores every class name alike: its group advantages are all 0
@@ -52,6 +54,13 @@ def test_held_out_accuracy_rises_and_a_label_independent_channel_is_named(tmp_pa
     assert "reward_accuracy" in table.column_names and "advantage" in table.column_names
     assert (outputs.adapter / "trained.safetensors").is_file()
     assert outputs.eval_plot is not None and outputs.eval_plot.stat().st_size > 5_000
+    again = evaluate_adapter(config, outputs.adapter)  # `mixgrpo eval RUN_DIR`: the saved policy, greedy again
+    assert again["eval/accuracy"] == after
+    capsys.readouterr()
+    assert main(["explain", "--run", str(outputs.run_dir), "--images", "6"]) == 0
+    right = int(capsys.readouterr().out.split("right on ")[1].split()[0])
+    assert right >= 3  # 6 held-out images, accuracy after training well above chance
+    assert (outputs.run_dir / "explain.png").stat().st_size > 10_000
 
 
 def test_resume_continues_the_clip_run(tmp_path):

@@ -237,6 +237,35 @@ def test_save_adapter_writes_peft_format_for_lora(tiny_model_cache, tmp_path):
     assert (tmp_path / "adapter" / "trained.safetensors").is_file()  # logit_scale travels beside the LoRA
 
 
+@pytest.mark.parametrize("tune", ["lora", "full"])
+def test_a_saved_policy_loads_back_into_a_fresh_one(tiny_model_cache, tmp_path, tune):
+    config = _config(clip={"tune": tune, "train_logit_scale": tune == "lora"})
+    policy, task = _policy(config), make_task(config.task, 0)
+    for step in range(2):
+        policy.train_step(_train_batch(policy, task.sample(step), step))
+    policy.save_adapter(str(tmp_path / "adapter"))
+    fresh = _policy(config)
+    ids = task.held_out.prompt_ids
+    assert not torch.allclose(fresh.logits(ids), policy.logits(ids))
+    fresh.load_saved(str(tmp_path / "adapter"))
+    assert fresh.adapter_tensors().keys() == policy.adapter_tensors().keys()
+    for name, tensor in fresh.adapter_tensors().items():
+        assert torch.equal(tensor, policy.adapter_tensors()[name]), name
+    assert torch.allclose(fresh.logits(ids), policy.logits(ids), atol=1e-5)  # float32 attention: ~2e-6 apart
+    with pytest.raises(InputError, match="adapter_model.safetensors|trained.safetensors"):
+        fresh.load_saved(str(tmp_path))  # not an adapter directory
+
+
+def test_chosen_class_gradcam_is_a_map_over_the_image_of_the_argmax_class(full_policy):
+    config, policy, task = full_policy
+    image_id = int(task.held_out.prompt_ids[0])
+    heat, probabilities = policy.chosen_class_gradcam(image_id, (32, 32))
+    assert heat.shape == (32, 32) and heat.min() >= 0.0 and heat.max() == pytest.approx(1.0)
+    expected = torch.softmax(policy.logits(np.array([image_id]))[0], dim=-1).detach().numpy()
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5)
+    assert all(p.grad is None for p in policy.model.parameters())  # no gradient left behind for the next step
+
+
 def _write_jsonl(path, rows):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path

@@ -369,6 +369,42 @@ class ClipPolicy(Learner):
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(Path(directory) / "trained.safetensors"))
         return directory
 
+    def load_saved(self, directory: str) -> None:
+        """Load what ``save_adapter`` wrote (PEFT LoRA factors and/or ``trained.safetensors``) into this policy."""
+        from safetensors.torch import load_file
+
+        folder = Path(directory)
+        trained = folder / "trained.safetensors"
+        loaded = load_file(str(trained)) if trained.is_file() else {}
+        if self.options.tune == "lora":
+            from peft import set_peft_model_state_dict
+
+            factors = folder / "adapter_model.safetensors"
+            if not factors.is_file():
+                raise InputError(f"{folder}: no adapter_model.safetensors (a model.clip.tune=lora run saves one)")
+            set_peft_model_state_dict(self.model, load_file(str(factors)))
+            loaded.update({k: v for k, v in self.adapter_tensors().items() if "lora_" in k})
+        elif not loaded:
+            raise InputError(f"{folder}: no trained.safetensors (a model.clip.tune=full run saves one)")
+        self._load_trained(loaded)
+
+    def chosen_class_gradcam(self, image_id: int, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) Grad-CAM (maps.vit_gradcam) of the argmax class's logit, and the (C,) class probabilities.
+
+        ``image_size``: (W, H) of the frame the map is aligned with (the decoded image, or an
+        upscaled copy of it for display). Probabilities are at temperature 1.
+        """
+        from mixgrpo.rewards.maps import vit_gradcam
+
+        self.model.eval()
+        ids = np.array([image_id], dtype=np.int64)
+        with torch.no_grad():
+            probabilities = torch.softmax(self.logits(ids)[0], dim=-1).cpu().numpy()
+        chosen = int(probabilities.argmax())
+        heat = vit_gradcam(self.clip.visual, lambda: self.logits(ids)[0, chosen], image_size)
+        self.model.zero_grad(set_to_none=True)
+        return heat, probabilities
+
     def accuracy(self, prompts: PromptBatch) -> float:
         """Greedy (argmax) accuracy on ``prompts`` against their metadata ``label_index``."""
         if not len(prompts):

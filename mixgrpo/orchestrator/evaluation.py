@@ -26,6 +26,7 @@ import numpy as np
 import ray
 import torch
 
+from mixgrpo.actors.clip_policy import ClipPolicy
 from mixgrpo.actors.generator import Generator
 from mixgrpo.actors.reward import RewardWorker
 from mixgrpo.batch import PromptBatch
@@ -124,23 +125,31 @@ def read_adapter(directory: Path) -> tuple[LoraConfig, dict[str, torch.Tensor]]:
 def evaluate_adapter(config: Config, adapter: Path | None) -> dict[str, Any]:
     """One held-out evaluation of ``adapter`` (None: the base model) on fresh generator and reward actors.
 
-    No learner is started. The row's ``step`` is run.steps, so a run's own final adapter gets the
-    same sampling seeds as its end-of-run evaluation.
+    No learner is started (a CLIP run's one policy rank samples, it does not train). The row's
+    ``step`` is run.steps, so a run's own final adapter gets the same sampling seeds as its
+    end-of-run evaluation.
     """
-    if config.model.kind == "clip":
-        raise InputError("mixgrpo eval of a model.kind=clip run is not supported yet: its eval.jsonl holds the "
-                         "held-out accuracy of every evaluation (eval.every) and of the end")
     task = load_task(config)
     prompts = eval_prompts(config, task)
-    lora, tensors = read_adapter(adapter) if adapter is not None else (config.learner.lora, None)
+    clip = config.model.kind == "clip"
+    lora, tensors = read_adapter(adapter) if adapter is not None and not clip else (config.learner.lora, None)
     started_ray = start_ray(config.cluster)
     actors: list[Any] = []
     try:
-        count = config.generator.replicas + sum(c.replicas for c in config.rewards)
+        count = (1 if clip else config.generator.replicas) + sum(c.replicas for c in config.rewards)
         cpus = min(1.0, ray.cluster_resources().get("CPU", 1.0) / count)
         gpu = 1 if config.cluster.gpus > 0 else 0
-        generators = [remote_class(Generator).options(num_cpus=cpus, num_gpus=gpu).remote(
-            config.model, lora, config.generator, config.run.seed, index) for index in range(config.generator.replicas)]
+        if clip:
+            policy = remote_class(ClipPolicy).options(num_cpus=cpus, num_gpus=gpu).remote(
+                config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed,
+                task=config.task)
+            if adapter is not None:
+                ray.get(policy.load_saved.remote(str(adapter)))
+            generators = [policy]
+        else:
+            generators = [remote_class(Generator).options(num_cpus=cpus, num_gpus=gpu).remote(
+                config.model, lora, config.generator, config.run.seed, index)
+                for index in range(config.generator.replicas)]
         workers = [remote_class(RewardWorker).options(num_cpus=cpus, num_gpus=gpu if c.device == "gpu" else 0).remote(c)
                    for c in config.rewards for _ in range(c.replicas)]
         actors = generators + workers

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import types
 from contextlib import contextmanager
-from typing import Any, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,9 +92,12 @@ def _patch_tokens(output: torch.Tensor, batch_first: bool) -> torch.Tensor:
     return tokens[1:]
 
 
-def gradcam_map(scorer: Any, image: Image.Image, text: str) -> np.ndarray:
-    """(H, W) Grad-CAM of the score on the last block's patch tokens, non-negative, in [0, 1]."""
-    visual = _vit(scorer)
+def vit_gradcam(visual: Any, score: Callable[[], torch.Tensor], image_size: tuple[int, int]) -> np.ndarray:
+    """(H, W) Grad-CAM of the scalar ``score()`` (a forward through ``visual``) on its last block's patch tokens.
+
+    ``visual``: an open_clip VisionTransformer; ``image_size``: (W, H) of the image the map
+    is aligned with (the model saw it resized and centre-cropped as ``visual.preprocess_cfg`` says).
+    """
     captured: dict[str, torch.Tensor] = {}
 
     def keep(module: Any, inputs: Any, output: torch.Tensor) -> None:
@@ -104,7 +108,7 @@ def gradcam_map(scorer: Any, image: Image.Image, text: str) -> np.ndarray:
     handle = visual.transformer.resblocks[-1].ln_1.register_forward_hook(keep)
     try:
         with torch.enable_grad():
-            _score(scorer, scorer.image_tensor([image]), text).backward()
+            score().backward()
     finally:
         handle.remove()
     batch_first = getattr(visual.transformer, "batch_first", True)
@@ -112,7 +116,13 @@ def gradcam_map(scorer: Any, image: Image.Image, text: str) -> np.ndarray:
     gradients = _patch_tokens(captured["tokens"].grad, batch_first)  # (P, D)
     alpha = gradients.mean(dim=0)  # (D,)
     cam = torch.relu(activations @ alpha)  # (P,)
-    return _to_image_frame(cam.reshape(visual.grid_size), image.size, _resize_mode(scorer))
+    resize_mode = getattr(visual, "preprocess_cfg", {}).get("resize_mode", "shortest")
+    return _to_image_frame(cam.reshape(visual.grid_size), image_size, resize_mode)
+
+
+def gradcam_map(scorer: Any, image: Image.Image, text: str) -> np.ndarray:
+    """(H, W) Grad-CAM of the score on the last block's patch tokens, non-negative, in [0, 1]."""
+    return vit_gradcam(_vit(scorer), lambda: _score(scorer, scorer.image_tensor([image]), text), image.size)
 
 
 def explicit_attention(block: Any, q_x: torch.Tensor, k_x: Any = None, v_x: Any = None,
