@@ -342,6 +342,9 @@ class LearnerConfig(_Section):
     """Gradient-norm clipping."""
     micro_batch_size: int = Field(default=16, ge=1)
     """Sequences per forward/backward; gradients accumulate over each mini-batch."""
+    max_tokens_per_micro_batch: int | None = Field(default=None, ge=1)
+    """Token budget of a micro-batch: rows sorted by length, packed while rows x longest <= this (and at most
+    micro_batch_size rows), so little padding is computed; None: micro_batch_size rows in batch order."""
     epochs: int = Field(default=1, ge=1)
     """PPO epochs: passes over each rollout batch (verl ppo_epochs, TRL num_iterations)."""
     mini_batches: int = Field(default=1, ge=1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mixgrpo.actors.generator import Generator
-from mixgrpo.actors.learner import Learner
+from mixgrpo.actors.learner import Learner, plan_micro_batches
 from mixgrpo.batch import PromptBatch, TrainBatch
 from mixgrpo.config import Config, load_config
 
@@ -39,14 +39,18 @@ def batch(tiny_model_cache) -> TrainBatch:
                       advantages)
 
 
+@pytest.mark.parametrize("cut_by", ["learner.micro_batch_size=3", "learner.max_tokens_per_micro_batch=40"])
 @pytest.mark.parametrize(("epochs", "mini_batches"), [(1, 1), (2, 2)])
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
-def test_micro_batch_size_does_not_change_the_update(batch, aggregation, epochs, mini_batches):
-    """Dr.GRPO used to divide by each micro-batch's longest completion: 3.7e-2 apart, now float noise."""
+def test_micro_batching_does_not_change_the_update(batch, aggregation, epochs, mini_batches, cut_by):
+    """Dr.GRPO used to divide by each micro-batch's longest completion: 3.7e-2 apart, now float noise.
+
+    The token budget also reorders the rows (length-sorted): the same update.
+    """
     common = [f"algorithm.loss.aggregation={aggregation}", "algorithm.loss.kl_coef=0.05",
               f"learner.epochs={epochs}", f"learner.mini_batches={mini_batches}"]
     whole = make_learner(make_config(*common)).train_step(batch)
-    cut = make_learner(make_config(*common, "learner.micro_batch_size=3")).train_step(batch)
+    cut = make_learner(make_config(*common, cut_by)).train_step(batch)
     for name in ("grad_norm", "loss", "policy_loss", "kl"):
         assert cut.metrics[name] == pytest.approx(whole.metrics[name], rel=1e-5), name
     for key, value in whole.adapter.items():
@@ -101,3 +105,36 @@ def test_mini_batches_cut_every_shard_by_the_whole_batch_rows():
         for j in range(3):
             union = sorted(row for shard in shards for row in shard.rows[shard.mini_batch_rows(3)[j]].tolist())
             assert union == expected[j]
+
+
+def test_micro_batch_plan_without_a_budget_keeps_the_order():
+    plan = plan_micro_batches(np.array([5, 9, 2, 7, 3]), np.arange(5), max_rows=2)
+    assert [rows.tolist() for rows in plan] == [[0, 1], [2, 3], [4]]
+
+
+def test_micro_batch_plan_under_a_token_budget_packs_sorted_rows():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 60, size=200)
+    rows = rng.permutation(200)[:150]
+    plan = plan_micro_batches(lengths, rows, max_rows=16, max_tokens=128)
+    assert sorted(np.concatenate(plan).tolist()) == sorted(rows.tolist())  # every row once
+    for micro in plan:
+        assert len(micro) <= 16
+        assert len(micro) * lengths[micro].max() <= 128 or len(micro) == 1
+    flat = np.concatenate(plan)
+    assert (np.diff(lengths[flat]) <= 0).all()  # longest first
+    padded = sum(len(m) * lengths[m].max() for m in plan)
+    in_order = sum(len(m) * lengths[m].max() for m in plan_micro_batches(lengths, rows, max_rows=16))
+    assert padded < 0.8 * in_order  # sorting keeps padding out of the compute
+    assert [len(m) for m in plan_micro_batches(np.array([300, 10]), np.arange(2), 16, 128)] == [1, 1]
+
+
+def test_padding_fraction_and_tokens_per_second_are_reported(batch):
+    plain = make_learner(make_config("learner.micro_batch_size=2")).train_step(batch)
+    packed = make_learner(make_config("learner.micro_batch_size=2", "learner.max_tokens_per_micro_batch=64")
+                          ).train_step(batch)
+    lengths = [len(p) + len(c) for p, c in zip(batch.prompt_token_ids, batch.completion_token_ids)]
+    rectangle = sum(2 * max(lengths[k:k + 2]) for k in range(0, len(lengths), 2))
+    assert plain.metrics["padding_frac"] == pytest.approx(1 - sum(lengths) / rectangle)
+    assert packed.metrics["padding_frac"] < plain.metrics["padding_frac"]
+    assert plain.metrics["tokens_per_s"] > 0 and packed.metrics["tokens_per_s"] > 0

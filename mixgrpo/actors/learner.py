@@ -110,6 +110,31 @@ def _collate(batch: TrainBatch, rows: np.ndarray, pad_id: int, proximal: list[np
     )
 
 
+def plan_micro_batches(lengths: np.ndarray, rows: np.ndarray, max_rows: int,
+                       max_tokens: int | None = None) -> list[np.ndarray]:
+    """Cut ``rows`` into micro-batches; lengths: (N,) prompt + completion tokens of every row of the batch.
+
+    Without a token budget: runs of ``max_rows`` rows in the given order. With one: the rows
+    sorted by length (longest first, stable), packed greedily while (rows in it) x (its longest
+    row) <= ``max_tokens`` and rows <= ``max_rows``; a row longer than the budget gets a
+    micro-batch of its own. The padded rectangle is what a forward computes, so sorting keeps
+    rows of similar length together and padding out of the compute. The gradient is the same
+    either way (each micro-batch is weighted by its share of the mini-batch's count).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if max_tokens is None:
+        return [rows[start:start + max_rows] for start in range(0, len(rows), max_rows)]
+    ordered = rows[np.argsort(-lengths[rows], kind="stable")]
+    plan: list[np.ndarray] = []
+    start = 0
+    while start < len(ordered):
+        longest = int(lengths[ordered[start]])  # descending order: the first row is the longest
+        count = max(1, min(max_rows, max_tokens // max(longest, 1), len(ordered) - start))
+        plan.append(ordered[start:start + count])
+        start += count
+    return plan
+
+
 def _response_masks(batch: TrainBatch) -> torch.Tensor:
     """(N, T) 0/1 mask of every row's completion tokens, for the aggregation counts."""
     lengths = torch.tensor([len(c) for c in batch.completion_token_ids], dtype=torch.long)
@@ -218,13 +243,18 @@ class Learner:
         The proximal policy of the off-policy correction must stay the pre-update
         policy through all optimizer steps of the batch, so it is computed once, first.
         """
-        ragged = []
-        for start in range(0, len(batch), self.config.micro_batch_size):
-            rows = np.arange(start, min(start + self.config.micro_batch_size, len(batch)))
+        ragged: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(batch)
+        for rows in self._micro_batches(batch, np.arange(len(batch))):
             micro = _collate(batch, rows, self.pad_id, None)
             logprobs = self._token_logprobs(micro)[0].cpu().numpy()
-            ragged += [logprobs[row, : len(batch.completion_token_ids[i])] for row, i in enumerate(rows)]
+            for row, i in enumerate(rows):
+                ragged[i] = logprobs[row, : len(batch.completion_token_ids[i])]
         return ragged
+
+    def _micro_batches(self, batch: TrainBatch, rows: np.ndarray) -> list[np.ndarray]:
+        """``rows`` cut by micro_batch_size and, when set, max_tokens_per_micro_batch (plan_micro_batches)."""
+        lengths = np.array([len(p) + len(c) for p, c in zip(batch.prompt_token_ids, batch.completion_token_ids)])
+        return plan_micro_batches(lengths, rows, self.config.micro_batch_size, self.config.max_tokens_per_micro_batch)
 
     def _all_reduce_sums(self, values: dict[str, float]) -> dict[str, float]:
         """Sum every value over the ranks in one collective (keys sorted: the same order on every rank)."""
@@ -261,8 +291,8 @@ class Learner:
             if index == 0:
                 failpoint("train_step", f"learner-{self.rank}", self.calls)
                 first = sums
-            for key in ("time_forward", "time_backward"):
-                totals[key] += sums.pop(key)
+            for key in ("time_forward", "time_backward", "positions", "padding"):
+                totals[key] = totals.get(key, 0.0) + sums.pop(key)
             for key, value in sums["loss_metrics"].items():
                 totals[key] = totals.get(key, 0.0) + value / len(plan)
             last = sums["loss_metrics"]
@@ -274,6 +304,10 @@ class Learner:
                        "gap": first.get("gap", 0.0)})
         metrics = self._all_reduce_sums(totals)
         tokens, gap_total = metrics.pop("tokens"), metrics.pop("gap")
+        positions, padding = metrics.pop("positions"), metrics.pop("padding")
+        metrics["padding_frac"] = padding / max(positions, 1.0)
+        compute_s = metrics["time_forward"] + metrics["time_backward"] + metrics["time_optimizer"]
+        metrics["tokens_per_s"] = (positions - padding) / compute_s if compute_s > 0 else 0.0  # all ranks
         metrics["logprob_mismatch_mean"] = gap_total / max(tokens, 1.0)
         metrics["logprob_mismatch_max"] = first.get("gap_max", 0.0)
         metrics.update(self._optimizer_metrics(grad_norms))
@@ -292,9 +326,11 @@ class Learner:
         log-prob gap (sum and max).
         """
         result: dict[str, Any] = {"time_forward": 0.0, "time_backward": 0.0, "tokens": 0.0, "gap": 0.0,
-                                  "gap_max": 0.0, "loss_metrics": {}}
-        for start in range(0, len(rows), self.config.micro_batch_size):
-            micro = _collate(batch, rows[start : start + self.config.micro_batch_size], self.pad_id, proximal)
+                                  "gap_max": 0.0, "positions": 0.0, "padding": 0.0, "loss_metrics": {}}
+        for micro_rows in self._micro_batches(batch, rows):
+            micro = _collate(batch, micro_rows, self.pad_id, proximal)
+            result["positions"] += float(micro.attention_mask.numel())
+            result["padding"] += float(micro.attention_mask.numel() - micro.attention_mask.sum())
             share = aggregation_count(micro.response_mask, self.loss_config.aggregation) / global_count
             started = time.monotonic()
             output, gap = self._micro_step(micro)
