@@ -48,7 +48,10 @@ def test_bench_timeline_has_every_stage_and_consistent_times(tmp_path):
         assert {("generator", "generate"), ("reward", "score"), ("learner", "train_step")} <= actor_stages
     assert ("generator", "load_adapter") in {(lane.split("-")[0], name) for lane, name, *_ in spans}
     assert (out / "timeline.png").stat().st_size > 10_000
-    assert "| generation |" in (out / "bench.md").read_text()
+    report_md = (out / "bench.md").read_text()
+    assert "| generation |" in report_md
+    assert "tokens/s, padding" in report_md and "MFU not available: the learner runs on CPU" in report_md
+    assert report["points"][0]["learner"]["tokens_per_s"] > 0
 
 
 def test_two_point_sweep(tmp_path):
@@ -65,13 +68,13 @@ def test_two_point_sweep(tmp_path):
 def test_verdict_names_a_slowed_channel(tmp_path):
     out = tmp_path / "slow"
     slow = ("rewards=[{name: correct, kind: numeric_match}, {name: sluggish, kind: python,"
-            " options: {callable: 'hostile_rewards:slow_batch', batched: true}}]")
+            " options: {callable: 'hostile_rewards:slow_batch', batched: true, kwargs: {seconds: 2.0}}}]")
     assert main(["bench", "--steps", "2", "--warmup", "1", "--no-baselines", "--out", str(out),
                  "--set", slow, *SHORT]) == 0
     point = json.loads((out / "bench.json").read_text())["points"][0]
     assert point["bound"] == "reward"
     assert "'sluggish'" in point["verdict"]
-    assert point["lane_s_per_step"]["reward-sluggish"] >= 0.4
+    assert point["lane_s_per_step"]["reward-sluggish"] >= 2.0
 
 
 def test_spread_flag_names_the_noisy_ratio():
@@ -83,3 +86,29 @@ def test_spread_flag_names_the_noisy_ratio():
     assert Baselines(generate=steady, learn=steady).flags() == []
     flags = Baselines(generate=steady, learn=noisy).flags()
     assert len(flags) == 1 and flags[0].startswith("learner actor/raw spread 60%")
+
+
+def test_learner_mfu_from_the_step_metrics(tiny_model_cache):
+    from transformers import AutoConfig
+
+    from mixgrpo.config import load_config
+    from mixgrpo.orchestrator.bench import learner_compute
+
+    config = load_config(None, ["model.dtype=bfloat16", "task.prompts_per_step=8", "generator.group_size=8",
+                                "learner.lora.target_modules=[q_proj, k_proj, v_proj, o_proj]"])
+    # 1000 positions/s over 0.5 + 0.4 + 0.1 s of compute: 1000 positions in 64 rows x 1 epoch -> T = 15.625
+    step = {"learner/tokens_per_s": 1000.0, "learner/padding_frac": 0.25, "learner/time_forward": 0.5,
+            "learner/time_backward": 0.4, "learner/time_optimizer": 0.1, "learner/loss_rows_frac": 1.0}
+    figures = learner_compute(config, [{"step": 2}, step], "NVIDIA H100 80GB HBM3")
+    vocab = AutoConfig.from_pretrained(tiny_model_cache).vocab_size
+    # tiny-arith: 2 layers, hidden 128, 2 heads of 64, gated MLP 256; LoRA r=8 on q, k, v, o
+    n = 2 * (4 * 128 * 128 + 3 * 128 * 256) + vocab * 128
+    attention = 4 * 2 * 2 * 64 * 15.625
+    lora = 2 * 8 * 4 * (128 + 128)
+    assert figures.tokens_per_s == 1000.0 and figures.padding_frac == 0.25
+    assert figures.mfu == pytest.approx(1000.0 * (4 * n + 3 * attention + 6 * lora) / 989.5e12)
+    assert figures.summary().startswith("learner 1000 tokens/s, padding 25%, MFU 0.0% (")
+    on_cpu = learner_compute(config, [step], None)
+    assert on_cpu.mfu is None and "MFU not available: the learner runs on CPU" in on_cpu.summary()
+    fp32 = learner_compute(load_config(None, []), [step], "NVIDIA H100 80GB HBM3")
+    assert fp32.mfu is None and "no dense float32 peak" in fp32.note
