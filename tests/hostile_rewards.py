@@ -27,9 +27,9 @@ def hangs(prompt: str, completion: str, metadata: dict) -> float:
     return 1.0
 
 
-def slow_batch(prompts: list[str], completions: list[str], metadata: list[dict]) -> list[float]:
-    """A correct but slow batched channel (0.4 s per batch): makes a step reward-bound."""
-    time.sleep(0.4)
+def slow_batch(prompts: list[str], completions: list[str], metadata: list[dict], seconds: float = 0.4) -> list[float]:
+    """A correct but slow batched channel (``seconds`` per batch): makes a step reward-bound."""
+    time.sleep(seconds)
     return [float(len(c) % 2) for c in completions]
 
 

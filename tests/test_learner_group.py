@@ -62,7 +62,9 @@ def test_two_ranks_match_one_rank(aggregation, epochs, mini_batches):
     np.testing.assert_allclose(losses_two, losses_one, rtol=1e-4, atol=1e-6)
     assert adapter_one.keys() == adapter_two.keys()
     for key in adapter_one:
-        # Adam divides by sqrt(v): float summation-order noise in tiny gradients grows to ~1e-5
-        # after a few steps of lr 3e-3, far below one update's size.
-        torch.testing.assert_close(adapter_two[key], adapter_one[key], rtol=1e-3, atol=1e-4)
+        # Adam divides by sqrt(v): float summation-order noise in a near-zero gradient can move that element
+        # by up to lr per step; a sharding error would move most elements. Measured: 1 of 1024 past 1e-4.
+        diff = (adapter_two[key] - adapter_one[key]).abs()
+        assert float((diff > 1e-4).float().mean()) <= 0.005, (key, float(diff.max()))
+        assert float(diff.max()) <= 1e-3, key
     assert any(float(v.abs().sum()) > 0 for k, v in adapter_one.items() if "lora_B" in k)
