@@ -112,3 +112,14 @@ def test_learner_mfu_from_the_step_metrics(tiny_model_cache):
     assert on_cpu.mfu is None and "MFU not available: the learner runs on CPU" in on_cpu.summary()
     fp32 = learner_compute(load_config(None, []), [step], "NVIDIA H100 80GB HBM3")
     assert fp32.mfu is None and "no dense float32 peak" in fp32.note
+
+
+def test_bench_of_a_clip_run_pairs_the_policy_as_generator_and_learner(tmp_path):
+    out = tmp_path / "clip"
+    assert main(["bench", "--config", "configs/clip-digits.yaml", "--steps", "1", "--warmup", "1",
+                 "--out", str(out), "--set", "task.prompts_per_step=16", "--set", "eval.every=0",
+                 "--set", "task.eval_fraction=0", "--set", "run.progress=false"]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["points"][0]["samples_per_s"] > 0
+    for side in ("generate", "learn"):  # the same ClipPolicy class on a Ray actor and in this process
+        assert report["baselines"][side]["pairs"] == 1 and report["baselines"][side]["median"] > 0

@@ -22,6 +22,7 @@ import numpy as np
 import ray
 import torch
 
+from mixgrpo.actors.clip_policy import ClipPolicy
 from mixgrpo.actors.generator import Generator
 from mixgrpo.actors.learner import Learner
 from mixgrpo.batch import TrainBatch
@@ -99,23 +100,36 @@ def _ratio(samples: list[tuple[float, float, float]], tokens: list[int]) -> Pair
                        raw_tokens_per_s=median(n / raw for n, (_, _, raw) in zip(tokens, samples)))
 
 
+def _engines(config: Config) -> tuple[tuple[type, tuple, dict], tuple[type, tuple, dict]]:
+    """(class, args, kwargs) of the generator and of the learner the run uses (a CLIP policy is both)."""
+    if config.model.kind == "clip":
+        policy = (ClipPolicy, (config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed),
+                  {"task": config.task})
+        return policy, policy
+    generator = (Generator, (config.model, config.learner.lora, config.generator, config.run.seed), {})
+    learner = (Learner, (config.model, config.learner, config.algorithm.loss, config.generator.temperature,
+                         config.run.seed), {"max_new_tokens": config.generator.max_new_tokens})
+    return generator, learner
+
+
 def interleaved_baselines(config: Config, steps: list[int], warmup: int) -> Baselines:
     """Generator and learner, actor vs raw, A B A B over the prompts of ``warmup`` + ``steps``.
 
     Needs Ray. The first ``warmup`` pairs are run and not measured. Threads on both sides are the
-    config's (``generator.threads``, ``learner.threads``).
+    config's (``generator.threads``, ``learner.threads``). A CLIP policy (model.kind clip) samples
+    and learns itself: it is both sides' generator and learner (separate instances).
     """
     task = make_task(config.task, config.run.seed)
-    generator_args = (config.model, config.learner.lora, config.generator, config.run.seed)
-    learner_args = (config.model, config.learner, config.algorithm.loss, config.generator.temperature, config.run.seed)
-    learner_kwargs = {"max_new_tokens": config.generator.max_new_tokens}
-    remote_generator = remote_class(Generator).options(num_cpus=config.generator.threads).remote(*generator_args)
-    remote_learner = remote_class(Learner).options(num_cpus=config.learner.threads).remote(
+    (generator_class, generator_args, generator_kwargs), (learner_class, learner_args, learner_kwargs) = \
+        _engines(config)
+    remote_generator = remote_class(generator_class).options(num_cpus=config.generator.threads).remote(
+        *generator_args, **generator_kwargs)
+    remote_learner = remote_class(learner_class).options(num_cpus=config.learner.threads).remote(
         *learner_args, **learner_kwargs)
     previous_threads = torch.get_num_threads()
     try:
         torch.set_num_threads(config.generator.threads)
-        raw_generator = Generator(*generator_args)
+        raw_generator = generator_class(*generator_args, **generator_kwargs)
         generated, batches, tokens = [], [], []
         for index, step in enumerate([*range(warmup), *steps]):
             rollouts, own, driver_s, raw_s = _paired(remote_generator, "generate", raw_generator.generate,
@@ -128,7 +142,7 @@ def interleaved_baselines(config: Config, steps: list[int], warmup: int) -> Base
                 tokens.append(int(rollouts.completion_lengths.sum()))
         del raw_generator
         torch.set_num_threads(config.learner.threads)
-        raw_learner = Learner(*learner_args, **learner_kwargs)
+        raw_learner = learner_class(*learner_args, **learner_kwargs)
         learned = []
         for index, batch in enumerate(batches):
             _, own, driver_s, raw_s = _paired(remote_learner, "train_step", raw_learner.train_step, (batch,))
