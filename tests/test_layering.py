@@ -17,7 +17,7 @@ PACKAGE = Path(mixgrpo.__file__).parent
 
 LAYERS = {
     "mixgrpo": 0, "mixgrpo.config": 0, "mixgrpo.batch": 0, "mixgrpo.errors": 0, "mixgrpo.runtime": 0,
-    "mixgrpo.rundir": 0, "mixgrpo.faults": 0,
+    "mixgrpo.rundir": 0, "mixgrpo.faults": 0, "mixgrpo.flops": 0,
     "mixgrpo.tasks": 1,
     "mixgrpo.builtin": 2,
     "mixgrpo.rewards": 3,
@@ -30,7 +30,8 @@ LAYERS = {
 """Layer of each top-level unit: a unit may import only its own layer's units or lower ones."""
 
 PURE_MATH = {"mixgrpo.rewards.mixer": {"mixgrpo.rewards.mixer_diagnostics"}, "mixgrpo.rewards.mixer_diagnostics": set(),
-             "mixgrpo.actors.loss": {"mixgrpo.actors.off_policy"}, "mixgrpo.actors.off_policy": set()}
+             "mixgrpo.actors.loss": {"mixgrpo.actors.off_policy"}, "mixgrpo.actors.off_policy": set(),
+             "mixgrpo.flops": set()}
 """The pure math modules and the only mixgrpo modules each may import."""
 
 

@@ -4,8 +4,10 @@ A bench is a normal training run watched step by step: the driver's own stage
 spans plus every actor call's span (events.py), aligned to the driver's clock.
 From the measured steps (after warm-up) it derives throughput, each actor's busy
 fraction, the step's critical stage and a verdict (rollout-, reward- or
-learner-bound) with what to change. Baselines (bench_baselines.py): the same
-Generator and Learner as actors and as plain objects, timed in interleaved pairs.
+learner-bound) with what to change, and the learner's tokens/s with its MFU
+(``mixgrpo.flops``) where the model's FLOPs and the GPU's peak are known.
+Baselines (bench_baselines.py): the same Generator and Learner as actors and as
+plain objects, timed in interleaved pairs.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import numpy as np
 import ray
 import torch
 
+from mixgrpo.builtin import resolve_model_path
 from mixgrpo.config import Config, apply_overrides, config_from_dict
 from mixgrpo.errors import InputError
+from mixgrpo.flops import causal_lm_flops_per_token, lora_params, mfu, peak_flops
 from mixgrpo.orchestrator.driver import Actors, train
 from mixgrpo.orchestrator.events import Span, clock_offset
 from mixgrpo.orchestrator.scoring import group_workers
@@ -83,10 +87,83 @@ class BenchFigures:
     """Per actor lane: busy seconds per step."""
     bound: str
     verdict: str
+    learner: LearnerCompute
 
 
-def analyse(collector: SpanCollector, config: Config, warmup: int) -> BenchFigures:
-    """Throughput, busy fractions and the verdict from the steps after ``warmup``."""
+@dataclass(frozen=True)
+class LearnerCompute:
+    """The learner's own throughput over the measured steps, and its MFU where it can be counted."""
+
+    tokens_per_s: float
+    """Mean of learner/tokens_per_s: non-padding positions per second of forward + backward + optimizer."""
+    padding_frac: float
+    """Mean of learner/padding_frac: padded positions / all positions the micro-batches computed."""
+    mfu: float | None
+    """tokens_per_s x model FLOPs per token / the device's dense peak; None when either is unknown."""
+    note: str
+    """How MFU was counted, or why it is not available."""
+
+    def summary(self) -> str:
+        """One line for bench.md: learner tokens/s, padding, MFU or why not."""
+        shown = f"MFU {self.mfu:.1%} ({self.note})" if self.mfu is not None else f"MFU not available: {self.note}"
+        return f"learner {self.tokens_per_s:.0f} tokens/s, padding {self.padding_frac:.0%}, {shown}"
+
+
+def learner_device_name(config: Config) -> str | None:
+    """The GPU the learner ranks run on, as the driver names it; None when they run on CPU."""
+    if config.cluster.gpus == 0 or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name(0)
+
+
+def learner_compute(config: Config, measured: list[dict[str, float]], device_name: str | None) -> LearnerCompute:
+    """Learner tokens/s, padding and MFU from the measured steps' learner metrics.
+
+    FLOPs per token (``causal_lm_flops_per_token``) need the attention context T: the mean
+    trained row length, recovered from the learner's own counts (tokens/s x its compute
+    seconds = trained positions, over epochs x trained rows). A token-weighted mean would be a
+    little larger, so with rows of mixed length the attention term is a slight undercount.
+    """
+    trained = [m for m in measured if "learner/tokens_per_s" in m]
+    if not trained:
+        return LearnerCompute(0.0, 0.0, None, "no learner step in the measured steps")
+    tokens_per_s = float(np.mean([m["learner/tokens_per_s"] for m in trained]))
+    padding = float(np.mean([m["learner/padding_frac"] for m in trained]))
+
+    def unavailable(why: str) -> LearnerCompute:
+        return LearnerCompute(tokens_per_s, padding, None, why)
+
+    if device_name is None:
+        return unavailable("the learner runs on CPU (no peak to compare with)")
+    peak = peak_flops(device_name, config.model.dtype)
+    if peak is None:
+        return unavailable(f"no dense {config.model.dtype} peak known for {device_name} (mixgrpo.flops)")
+    if config.model.kind != "causal-lm":
+        return unavailable(f"model.kind={config.model.kind} is not an HF causal LM")
+    from transformers import AutoConfig
+
+    try:
+        hf_config = AutoConfig.from_pretrained(resolve_model_path(config.model.path, config.run.seed))
+        lora = lora_params(hf_config, config.learner.lora.rank, config.learner.lora.target_modules)
+    except (OSError, ValueError) as error:
+        return unavailable(f"FLOPs per token unknown for {config.model.path}: {error}")
+    rows = config.learner.epochs * config.task.prompts_per_step * config.generator.group_size
+    lengths = [m["learner/tokens_per_s"] * sum(m[f"learner/time_{k}"] for k in ("forward", "backward", "optimizer"))
+               / (rows * m["learner/loss_rows_frac"]) for m in trained]
+    try:
+        per_token = causal_lm_flops_per_token(hf_config, sequence_length=float(np.mean(lengths)),
+                                              reference_forward=config.algorithm.loss.kl_coef > 0,
+                                              trainable_params=lora)
+    except ValueError as error:
+        return unavailable(f"FLOPs per token unknown for {config.model.path}: {error}")
+    return LearnerCompute(tokens_per_s, padding, mfu(tokens_per_s, per_token, peak),
+                          f"{per_token / 1e9:.2f} GFLOP/token at T={np.mean(lengths):.0f}, "
+                          f"peak {peak / 1e12:.0f} TFLOP/s dense {config.model.dtype} on {device_name}")
+
+
+def analyse(collector: SpanCollector, config: Config, warmup: int, device_name: str | None = None) -> BenchFigures:
+    """Throughput, busy fractions and the verdict from the steps after ``warmup``; ``device_name``:
+    the learner's GPU (``learner_device_name``) for its MFU, None on CPU."""
     measured = [m for m in collector.step_metrics if m["step"] >= warmup]
     if not measured:
         raise InputError(f"no steps after the {warmup} warm-up steps: raise --steps")
@@ -118,6 +195,7 @@ def analyse(collector: SpanCollector, config: Config, warmup: int) -> BenchFigur
         actor_trained_tokens_per_s=tokens / max(training, 1e-9),
         stage_s=stage_s, busy_fraction={lane: busy / wall for lane, busy in lane_busy.items()},
         lane_s_per_step=per_step, bound=bound, verdict=verdict,
+        learner=learner_compute(config, measured, device_name),
     )
 
 
@@ -166,7 +244,7 @@ def run_bench(config: Config, run_dir: Path, warmup: int) -> tuple[SpanCollector
     """One watched training run into ``run_dir``."""
     collector = SpanCollector()
     train(config, run_dir, observer=collector)
-    return collector, analyse(collector, config, warmup)
+    return collector, analyse(collector, config, warmup, learner_device_name(config))
 
 
 def environment() -> dict[str, Any]:

@@ -12,7 +12,8 @@ from mixgrpo.orchestrator.commands.common import add_config_arguments
 NAME = "bench"
 HELP = "measure where a step's time goes (timeline, throughput, verdict, actor vs raw engines)"
 EPILOG = """\
-outputs in --out DIR: bench.json (figures, config, versions, hardware), bench.md (a table to paste),
+outputs in --out DIR: bench.json (figures, config, versions, hardware), bench.md (a table to paste, with the
+learner's tokens/s and, on a GPU whose dense peak is known, its MFU: see mixgrpo/flops.py),
 timeline.png (one lane per actor, coloured by stage), trace.json (chrome://tracing / ui.perfetto.dev),
 sweep.png (with --sweep), run*/ (the watched training runs)
 """
