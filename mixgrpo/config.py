@@ -88,7 +88,7 @@ class ModelConfig(_Section):
     kind: Literal["causal-lm", "clip"] = "causal-lm"
     """Policy kind: a causal LM writing completions, or a CLIP image classifier choosing one class per sample."""
     path: str = "builtin:tiny-arith"
-    """HF hub id, local directory, or builtin:tiny-arith; kind=clip: an open_clip name, local-dir:, hf-hub: or builtin:tiny-clip."""
+    """HF hub id, local directory, builtin:tiny-arith or builtin:tiny-svg; kind=clip: an open_clip name, local-dir:, hf-hub: or builtin:tiny-clip."""
     pretrained: str | None = None
     """kind=clip: open_clip pretrained tag (laion2b_s34b_b79k) or checkpoint file for an open_clip name in model.path."""
     clip: ClipPolicyConfig = Field(default_factory=ClipPolicyConfig)

@@ -126,10 +126,10 @@ def test_image_channels_score_in_actors_and_overlays_are_written(tmp_path):
     workers = workers_for(config.rewards)
     scores = score_all_channels(workers, config.rewards, prompts, rollouts)
     names = config.channel_names
-    assert names == ["format", "clipscore", "ocr/score", "ocr/accuracy"]
+    assert names == ["renders", "ocr/score", "ocr/accuracy", "color", "clipscore"]
     np.testing.assert_array_equal(scores.rewards[:, 0], [1.0, 0.0, 1.0, 1.0])
     assert np.isnan(scores.rewards[1, 1:]).all() and not np.isnan(scores.rewards[[0, 2, 3], 1:]).any()
-    ocr = scores.rewards[:, 2]
+    ocr = scores.rewards[:, names.index("ocr/score")]
     assert ocr[0] > 0.8 and ocr[2] > 0.8 and ocr[3] < 0.5
     run_dir = tmp_path / "run"
     (run_dir / "rollouts.parquet").mkdir(parents=True)
@@ -151,12 +151,13 @@ def test_svg_poster_config_trains_end_to_end_and_logs_every_channel(tmp_path):
     outputs = train(config, tmp_path / "run")
     rows = read_metrics(outputs.run_dir)
     assert [r["step"] for r in rows] == [0, 1]
-    heads = ["format", "clipscore", "ocr/score", "ocr/legibility"]
+    heads = ["renders", "clipscore", "ocr/score", "ocr/legibility", "color"]
     for row in rows:
         for head in heads:
             assert f"reward/{head}" in row and f"null_rate/{head}" in row
         # image channels are null exactly where the completion does not render
-        assert row["null_rate/clipscore"] == pytest.approx(1.0 - row["reward/format"])
+        assert row["null_rate/clipscore"] == pytest.approx(1.0 - row["reward/renders"])
+        assert row["null_rate/color"] >= row["null_rate/clipscore"]  # also null where nothing is drawn
         assert row["null_rate/ocr/score"] == row["null_rate/ocr/legibility"] == row["null_rate/clipscore"]
         assert np.isfinite(row["learner/loss"])
     table = pq.read_table(outputs.rollouts)

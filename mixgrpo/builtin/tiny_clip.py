@@ -12,6 +12,7 @@ from typing import Any
 
 from mixgrpo.builtin import build_once
 from mixgrpo.builtin.tiny_clip_digits import TINY_CLIP_DIGITS, tiny_clip_digits_dir
+from mixgrpo.builtin.tiny_poster_clip import TINY_POSTER_CLIP, tiny_poster_clip_dir
 from mixgrpo.runtime import cache_root
 
 TINY_CLIP = "builtin:tiny-clip"
@@ -38,7 +39,7 @@ def build_tiny_clip(directory: Path, seed: int = 0) -> None:
         json.dumps({"model_cfg": _TINY_CONFIG, "preprocess_cfg": _CLIP_MEAN_STD}, indent=1))
 
 
-CLIP_BUILTINS = (TINY_CLIP, TINY_CLIP_DIGITS)
+CLIP_BUILTINS = (TINY_CLIP, TINY_CLIP_DIGITS, TINY_POSTER_CLIP)
 """Builtin open_clip models, by full name."""
 
 
@@ -46,6 +47,8 @@ def resolve_clip_name(model: str) -> str:
     """The open_clip model name to load: a builtin CLIP is built (once) and becomes ``local-dir:...``."""
     if model == TINY_CLIP_DIGITS:
         return f"local-dir:{tiny_clip_digits_dir()}"
+    if model == TINY_POSTER_CLIP:
+        return f"local-dir:{tiny_poster_clip_dir()}"
     if model != TINY_CLIP:
         return model
     target = build_once(cache_root() / f"tiny-clip-{_TINY_VERSION}", "open_clip_config.json", build_tiny_clip)

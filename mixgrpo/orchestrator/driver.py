@@ -41,6 +41,7 @@ from mixgrpo.orchestrator.placement import (
     reserved,
     start_ray,
 )
+from mixgrpo.orchestrator.poster_grid import write_poster_grid
 from mixgrpo.orchestrator.prompt_lengths import load_task
 from mixgrpo.orchestrator.reward_maps import write_reward_overlays
 from mixgrpo.orchestrator.rollouts import ColocatedRankLost, RolloutPipeline
@@ -297,6 +298,7 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
             push_outputs(run_dir, config.run.output_uri)
         raise TrainingInterrupted(run_dir, step, stop.signum)
     write_reward_overlays(config, task, actors.rewards, run_dir)  # clipscore/ocr channels: reward_maps/*.png
+    write_poster_grid(config, run_dir)  # channels rendering SVG: posters.png, first and last step
     adapter_dir = run_dir / "adapter"
     actors.learner.save_adapter(str(adapter_dir))
     outputs = RunOutputs(

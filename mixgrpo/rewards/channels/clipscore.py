@@ -25,7 +25,7 @@ from mixgrpo.rewards.images import ImageOptions, ImageSource
 
 class ClipScoreOptions(ImageOptions):
     model: str = "ViT-B-32"
-    """open_clip model: a name (with pretrained), local-dir:PATH, hf-hub:ORG/REPO or builtin:tiny-clip."""
+    """open_clip model: a name (with pretrained), local-dir:PATH, hf-hub:ORG/REPO, builtin:tiny-clip or builtin:tiny-poster-clip."""
     pretrained: str | None = Field(default=None, validate_default=True)
     """open_clip pretrained tag (laion2b_s34b_b79k) or checkpoint file; required for a plain model name."""
     device: str = "auto"
