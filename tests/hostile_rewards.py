@@ -73,3 +73,10 @@ def blocks_once_gated(prompt: str, completion: str, metadata: dict, gate: str) -
         open(gate + ".entered", "w").close()
         time.sleep(60)
     return 1.0
+
+
+def length_logging_calls(prompts: list[str], completions: list[str], metadata: list[dict], path: str) -> list[float]:
+    """Each completion's length; appends the number of completions of every call to ``path``."""
+    with open(path, "a") as handle:
+        handle.write(f"{len(completions)}\n")
+    return [float(len(c)) for c in completions]

@@ -26,6 +26,7 @@ completion.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import math
 import socket
@@ -76,6 +77,11 @@ class _MicroBatch:
     behaviour_logprobs: torch.Tensor  # (B, T)
     advantages: torch.Tensor  # (B,)
     proximal_logprobs: torch.Tensor | None  # (B, T) learner log-probs before the update, when precomputed
+
+    def to(self, device: str) -> _MicroBatch:
+        """The same micro-batch with every tensor on ``device`` (the model's: collation builds them on the CPU)."""
+        tensors = (getattr(self, field.name) for field in dataclasses.fields(self))
+        return _MicroBatch(*(None if t is None else t.to(device) for t in tensors))
 
 
 def _padded(rows: list[int], ragged: list[np.ndarray], width: int) -> torch.Tensor:
@@ -245,7 +251,7 @@ class Learner:
         """
         ragged: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(batch)
         for rows in self._micro_batches(batch, np.arange(len(batch))):
-            micro = _collate(batch, rows, self.pad_id, None)
+            micro = _collate(batch, rows, self.pad_id, None).to(self.device)
             logprobs = self._token_logprobs(micro)[0].cpu().numpy()
             for row, i in enumerate(rows):
                 ragged[i] = logprobs[row, : len(batch.completion_token_ids[i])]
@@ -328,7 +334,7 @@ class Learner:
         result: dict[str, Any] = {"time_forward": 0.0, "time_backward": 0.0, "tokens": 0.0, "gap": 0.0,
                                   "gap_max": 0.0, "positions": 0.0, "padding": 0.0, "loss_metrics": {}}
         for micro_rows in self._micro_batches(batch, rows):
-            micro = _collate(batch, micro_rows, self.pad_id, proximal)
+            micro = _collate(batch, micro_rows, self.pad_id, proximal).to(self.device)
             result["positions"] += float(micro.attention_mask.numel())
             result["padding"] += float(micro.attention_mask.numel() - micro.attention_mask.sum())
             share = aggregation_count(micro.response_mask, self.loss_config.aggregation) / global_count

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import ray
@@ -32,6 +32,10 @@ logger = logging.getLogger("mixgrpo.rollouts")
 
 MAX_SHARD_RETRIES = 3
 """Times one shard is generated again after its generator died or served an old adapter."""
+
+
+ShardCallback = Callable[[PromptBatch, RolloutBatch, int], None]
+"""Called with a generator shard's prompts, its rollouts and the row where they start in the step's batch."""
 
 
 class ColocatedRankLost(RuntimeError):
@@ -84,11 +88,15 @@ class RolloutPipeline:
         refs = [g.generate.remote(shard, step, **options) for g, shard in zip(self.generators, shards)]
         return _Launched(shards, [int(r[0]) for r in rows], refs, self.version, options)
 
-    def collect(self, step: int) -> tuple[PromptBatch, RolloutBatch]:
-        """The prompts and (group-major) rollouts of ``step``; checks the broadcasts applied so far."""
+    def collect(self, step: int, on_shard: ShardCallback | None = None) -> tuple[PromptBatch, RolloutBatch]:
+        """The prompts and (group-major) rollouts of ``step``; checks the broadcasts applied so far.
+
+        ``on_shard(prompts, rollouts, row_offset)`` is called for each shard as soon as it is back
+        (in the order they finish; its rows start at ``row_offset`` in the returned batch).
+        """
         self.launch(step)
         launched = self._launched.pop(step)
-        rollouts = self._gather(launched, step)
+        rollouts = self._gather(launched, step, on_shard)
         self.wait_for_broadcast(block=False)
         return concat_prompts(launched.shards), rollouts
 
@@ -97,9 +105,21 @@ class RolloutPipeline:
         ``Generator.generate`` (n, temperature, max_new_tokens, seed)."""
         return self._gather(self._start(prompts, step, options), step)
 
-    def _gather(self, launched: _Launched, step: int) -> RolloutBatch:
-        parts = [self._shard(index, launched, step) for index in range(len(launched.refs))]
-        return RolloutBatch.concat(parts, launched.offsets)
+    def _gather(self, launched: _Launched, step: int, on_shard: ShardCallback | None = None) -> RolloutBatch:
+        parts: dict[int, RolloutBatch] = {}
+        waiting = dict(enumerate(launched.refs))
+        while waiting:
+            if on_shard is None:  # in order
+                index = min(waiting)
+            else:  # the first to finish (a failed one is retried inside _shard)
+                ready, _ = ray.wait(list(waiting.values()), num_returns=1)
+                index = next(i for i, ref in waiting.items() if ref == ready[0])
+            del waiting[index]
+            parts[index] = self._shard(index, launched, step)
+            if on_shard is not None:
+                rows_per_prompt = len(parts[index]) // max(len(launched.shards[index]), 1)
+                on_shard(launched.shards[index], parts[index], launched.offsets[index] * rows_per_prompt)
+        return RolloutBatch.concat([parts[i] for i in range(len(parts))], launched.offsets)
 
     def _shard(self, index: int, launched: _Launched, step: int) -> RolloutBatch:
         ref = launched.refs[index]

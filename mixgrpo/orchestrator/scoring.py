@@ -8,6 +8,12 @@ of the batch); their values are written back in order. The driver waits with
 driver's grace covers a worker that is stuck or dead): a late, failed or dead
 channel (or replica) is null for the step (its rows), never a stall.
 
+Streaming. With several generator replicas the step loop does not wait for the
+slowest shard before scoring: ``ScoringRound.add`` starts every channel on each
+shard as it arrives (rows offset into the whole batch), ``finish`` collects
+them; the mixer still sees whole groups (a shard holds whole groups), and the
+step's reward stage shrinks to what is left after the last shard.
+
 Restarts. A worker whose actor crashed is restarted by Ray; one that reports
 ``stuck`` (its timed-out call still runs, see actors/reward.py) or that missed
 the driver's deadline is restarted here through Ray, the only way to stop a
@@ -108,55 +114,103 @@ def score_all_channels(
     counted ``disabled``; a channel whose actor dies for good in this step is added to it,
     or raises RewardChannelDead with ``on_dead: stop``.
     """
-    disabled = set() if disabled is None else disabled
-    prompts_ref, rollouts_ref = ray.put(prompts), ray.put(rollouts)
-    heads = [head for channel in channels for head in channel.head_names]
-    column = {head: index for index, head in enumerate(heads)}
-    started = time.monotonic()
-    counters: dict[str, dict[str, int]] = {head: {} for head in heads}
-    pending: dict[Any, tuple[RewardChannelConfig, Any, np.ndarray]] = {}
-    for channel, group in zip(channels, group_workers(workers, channels)):
-        if channel.name in disabled:
-            _add(counters, _head_counters(channel, {DISABLED: 1}))
-            continue
-        if len(group) == 1:
-            pending[group[0].score.remote(prompts_ref, rollouts_ref)] = (channel, group[0], np.arange(len(rollouts)))
-            continue
-        for worker, rows in zip(group, replica_rows(len(rollouts), len(group))):
-            pending[worker.score.remote(prompts_ref, rollouts_ref, rows)] = (channel, worker, rows)
-    deadlines = {ref: started + channel.timeout_s + DRIVER_GRACE_S for ref, (channel, _, _) in pending.items()}
-    rewards = np.full((len(rollouts), len(heads)), np.nan)
-    seconds: dict[str, float] = {}
-    to_restart: list[tuple[RewardChannelConfig, Any, str]] = []
-    """(channel, worker, why): why is crashed (Ray restarts it by itself), stuck or late (restarted here)."""
-    while pending:
-        wait_s = max(0.0, min(deadlines[ref] for ref in pending) - time.monotonic())
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait_s)
-        for ref in ready:
-            channel, worker, rows = pending.pop(ref)
-            try:
-                result = ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
-                _add(counters, _head_counters(channel, {"actor_errors": 1}))
-                logger.warning("reward channel %r: actor failed: %s", channel.name, str(error).splitlines()[0])
-                to_restart.append((channel, worker, "crashed"))
+    scoring = ScoringRound(workers, channels, disabled)
+    scoring.add(prompts, rollouts, 0)
+    return scoring.finish()
+
+
+class ScoringRound:
+    """The scoring calls of one batch, launched part by part (streaming: each generator shard as it arrives).
+
+    ``add(prompts, rollouts, offset)`` puts a part (rows ``offset .. offset + len(rollouts)`` of the
+    whole batch, its ``prompt_index`` relative to ``prompts``) in the object store and starts every
+    channel's calls on it at once, each with its own deadline (after the deadline of the worker's
+    previous call: an actor's calls queue); ``finish()`` waits for them all,
+    has stuck, late or crashed workers restarted (once each) and returns the whole batch's scores.
+    A channel's counters and seconds add up over the parts (its calls run one after another).
+    """
+
+    def __init__(self, workers: list[Any], channels: list[RewardChannelConfig],
+                 disabled: set[str] | None = None) -> None:
+        self.channels = channels
+        self.groups = group_workers(workers, channels)
+        self.disabled = set() if disabled is None else disabled
+        self.heads = [head for channel in channels for head in channel.head_names]
+        self.counters: dict[str, dict[str, int]] = {head: {} for head in self.heads}
+        for channel in channels:
+            if channel.name in self.disabled:
+                _add(self.counters, _head_counters(channel, {DISABLED: 1}))
+        self.rows = 0
+        self._pending: dict[Any, tuple[RewardChannelConfig, Any, np.ndarray]] = {}
+        self._deadlines: dict[Any, float] = {}
+        self._values: list[tuple[np.ndarray, int, np.ndarray]] = []
+        """(rows of the whole batch, head column, values) of every answered call."""
+        self._busy: dict[tuple[str, int], float] = {}
+        """(channel, replica) -> seconds its calls took inside the worker."""
+        self._queue_end: dict[int, float] = {}
+        """id(worker) -> the deadline of its last call so far (its calls queue on the actor)."""
+
+    def add(self, prompts: PromptBatch, rollouts: RolloutBatch, offset: int) -> None:
+        """Start every (non-disabled) channel on this part of the batch."""
+        prompts_ref, rollouts_ref = ray.put(prompts), ray.put(rollouts)
+        now = time.monotonic()
+        for channel, group in zip(self.channels, self.groups):
+            if channel.name in self.disabled:
                 continue
-            for head, values in result.values.items():
-                if head in column:
-                    rewards[rows, column[head]] = values
-            _add(counters, _head_counters(channel, result.counters))
-            seconds[channel.name] = max(seconds.get(channel.name, 0.0), result.seconds)
-            if result.counters.get(STUCK):
-                to_restart.append((channel, worker, STUCK))
-        for ref in [r for r in pending if deadlines[r] <= time.monotonic()]:
-            channel, worker, _ = pending.pop(ref)
-            _add(counters, _head_counters(channel, {"timeouts": 1}))
-            logger.warning("reward channel %r: no answer within its deadline; null for this step", channel.name)
-            to_restart.append((channel, worker, "late"))
-    for channel, worker, why in to_restart:
-        if channel.name not in disabled and not _restarted(worker, channel, why):
-            _on_dead(channel, disabled)
-    return StepScores(rewards=rewards, counters=counters, seconds=seconds)
+            if len(group) == 1:
+                calls = [(group[0], group[0].score.remote(prompts_ref, rollouts_ref), np.arange(len(rollouts)))]
+            else:
+                calls = [(worker, worker.score.remote(prompts_ref, rollouts_ref, rows), rows)
+                         for worker, rows in zip(group, replica_rows(len(rollouts), len(group)))]
+            for worker, ref, rows in calls:
+                # an actor runs its calls one after another: this one may first wait for the previous part's
+                deadline = max(now, self._queue_end.get(id(worker), now)) + channel.timeout_s + DRIVER_GRACE_S
+                self._queue_end[id(worker)] = deadline
+                self._pending[ref] = (channel, worker, offset + rows)
+                self._deadlines[ref] = deadline
+        self.rows = max(self.rows, offset + len(rollouts))
+
+    def finish(self) -> StepScores:
+        """Wait for every call (each until its deadline), restart what must be, assemble the (N, R) scores."""
+        column = {head: index for index, head in enumerate(self.heads)}
+        to_restart: dict[int, tuple[RewardChannelConfig, Any, str]] = {}
+        """id(worker) -> (channel, worker, why): why is crashed (Ray restarts it by itself), stuck or late."""
+        pending = self._pending
+        while pending:
+            wait_s = max(0.0, min(self._deadlines[ref] for ref in pending) - time.monotonic())
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait_s)
+            for ref in ready:
+                channel, worker, rows = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
+                    _add(self.counters, _head_counters(channel, {"actor_errors": 1}))
+                    logger.warning("reward channel %r: actor failed: %s", channel.name, str(error).splitlines()[0])
+                    to_restart.setdefault(id(worker), (channel, worker, "crashed"))
+                    continue
+                for head, values in result.values.items():
+                    if head in column:
+                        self._values.append((rows, column[head], values))
+                _add(self.counters, _head_counters(channel, result.counters))
+                key = (channel.name, id(worker))
+                self._busy[key] = self._busy.get(key, 0.0) + result.seconds
+                if result.counters.get(STUCK):
+                    to_restart.setdefault(id(worker), (channel, worker, STUCK))
+            for ref in [r for r in pending if self._deadlines[r] <= time.monotonic()]:
+                channel, worker, _ = pending.pop(ref)
+                _add(self.counters, _head_counters(channel, {"timeouts": 1}))
+                logger.warning("reward channel %r: no answer within its deadline; null for this step", channel.name)
+                to_restart[id(worker)] = (channel, worker, "late")  # late wins: the worker is busy, kill it
+        for channel, worker, why in to_restart.values():
+            if channel.name not in self.disabled and not _restarted(worker, channel, why):
+                _on_dead(channel, self.disabled)
+        rewards = np.full((self.rows, len(self.heads)), np.nan)
+        for rows, index, values in self._values:
+            rewards[rows, index] = values
+        seconds: dict[str, float] = {}
+        for (name, _), spent in self._busy.items():
+            seconds[name] = max(seconds.get(name, 0.0), spent)  # replicas run side by side: the slowest
+        return StepScores(rewards=rewards, counters=self.counters, seconds=seconds)
 
 
 _RESTART_REASONS = {"crashed": "its actor died", STUCK: "a timed-out call still runs inside its actor",

@@ -21,7 +21,7 @@ from mixgrpo.config import Config
 from mixgrpo.orchestrator.dynamic_sampling import select_groups
 from mixgrpo.orchestrator.metrics import RunRecorder, StageTimer
 from mixgrpo.orchestrator.rollouts import RolloutPipeline
-from mixgrpo.orchestrator.scoring import StepScores, score_all_channels
+from mixgrpo.orchestrator.scoring import ScoringRound, StepScores, score_all_channels
 from mixgrpo.rewards.action_dependence import action_independent_heads
 from mixgrpo.rewards.mixer import MixResult, compute_advantages
 
@@ -55,13 +55,14 @@ class StepLoop:
         """One GRPO step (rollouts of ``step``; with async_steps N also launches steps up to ``step + N``)."""
         timer = StageTimer()
         mark = time.monotonic()
-        prompts, rollouts = self.pipeline.collect(step)
+        scoring = ScoringRound(self.reward_workers, self.config.rewards, self.disabled_channels)
+        prompts, rollouts = self.pipeline.collect(step, on_shard=scoring.add)  # each shard scored as it arrives
         for ahead in range(1, self.config.algorithm.async_steps + 1):  # keep N steps of generation in flight
             if step + ahead < self.config.run.steps:
                 self.pipeline.launch(step + ahead)
         mark = timer.add("generate", mark)
-        scores = self.score(prompts, rollouts)
-        mark = timer.add("reward", mark)
+        scores = scoring.finish()
+        mark = timer.add("reward", mark)  # what is left of scoring after the last shard
         selection = select_groups(self.config, step, prompts, rollouts, scores, self.pipeline, self.score)
         if self.config.algorithm.filter_groups != "none":
             mark = timer.add("extra_rounds", mark)  # the extra generation rounds and their scoring
