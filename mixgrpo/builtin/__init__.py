@@ -1,6 +1,7 @@
 """Builtin models: tiny checkpoints built locally (no download) on first use and cached.
 
-``builtin:tiny-arith`` is the default job's causal LM (``tiny_arith``);
+``builtin:tiny-arith`` is the default job's causal LM (``tiny_arith``),
+``builtin:tiny-svg`` the svg-poster job's (``tiny_svg``);
 ``builtin:tiny-clip`` a random open_clip pair for the CLIP channels (``tiny_clip``).
 Each is built once into ``cache_root()`` by an atomic rename, so concurrent
 actors never see half a model, and then loads exactly like a real checkpoint.
@@ -9,6 +10,7 @@ This module stays light (no torch import): the builders import their own stacks.
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,7 +21,11 @@ from mixgrpo.runtime import cache_root
 
 BUILTIN_PREFIX = "builtin:"
 TINY_ARITH = "tiny-arith"
-LANGUAGE_MODELS = (TINY_ARITH,)
+TINY_SVG = "tiny-svg"
+_LM_BUILDERS = {TINY_ARITH: ("mixgrpo.builtin.tiny_arith", "build_tiny_arith"),
+                TINY_SVG: ("mixgrpo.builtin.tiny_svg", "build_tiny_svg")}
+"""Builtin causal LM -> (module, builder); the module (torch + transformers) is imported only when asked for."""
+LANGUAGE_MODELS = tuple(_LM_BUILDERS)
 """Builtin causal LMs, by name after the prefix."""
 
 
@@ -40,12 +46,11 @@ def resolve_model_path(path: str, seed: int = 0) -> str:
     if not is_builtin(path):
         return path
     check_builtin_name(path)
-    from mixgrpo.builtin import (
-        tiny_arith,  # torch + transformers: only when a builtin LM is asked for
-    )
-
-    target = cache_root() / f"{TINY_ARITH}-{tiny_arith.BUILD_VERSION}-seed{seed}"
-    build_once(target, "config.json", lambda staging: tiny_arith.build_tiny_arith(staging, seed))
+    name = path.removeprefix(BUILTIN_PREFIX)
+    module_name, builder = _LM_BUILDERS[name]
+    module = importlib.import_module(module_name)
+    target = cache_root() / f"{name}-{module.BUILD_VERSION}-seed{seed}"
+    build_once(target, "config.json", lambda staging: getattr(module, builder)(staging, seed))
     return str(target)
 
 

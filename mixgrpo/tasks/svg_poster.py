@@ -50,3 +50,73 @@ def svg_poster_pool(num_prompts: int, seed: int) -> PromptBatch:
         prompts=[poster_prompt(t, c, f) for t, c, f in chosen],
         metadata=[{"text": t, "color": c, "font": f, "reference": reference_svg(t, c, f)} for t, c, f in chosen],
     )
+
+
+COMPACT_SIZE = 128
+"""Canvas side of ``compact_svg`` posters (the renderers scale it to their own size)."""
+_CHATTY_PREFIXES = ("Sure! Here is your poster:\n", "Here you go: ", "Of course.\n")
+_REFUSALS = ("I cannot draw posters.", "Sorry, I only write text.", "A poster with nice colours.")
+
+
+def compact_svg(text: str, color: str, font: str, *, frame: bool = True, x: int | None = None,
+                y: int | None = None, font_size: int | None = None) -> str:
+    """The poster of ``reference_svg`` in the compact SVG a tiny policy writes (about 60 tokens).
+
+    A 128-pixel canvas (no background rect: renders composite onto white), an
+    optional frame in ``color`` and the text centred; ``x``, ``y`` and
+    ``font_size`` override the placement (off-canvas or tiny text in the noisy corpus).
+    """
+    size = font_size if font_size is not None else max(9, min(20, int(1.7 * COMPACT_SIZE / max(len(text), 1))))
+    x = COMPACT_SIZE // 2 if x is None else x
+    y = COMPACT_SIZE // 2 + size // 3 if y is None else y
+    rect = (f'<rect x="6" y="6" width="{COMPACT_SIZE - 12}" height="{COMPACT_SIZE - 12}" fill="none" '
+            f'stroke="{color}" stroke-width="3"/>') if frame else ""
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{COMPACT_SIZE}" height="{COMPACT_SIZE}">{rect}'
+            f'<text x="{x}" y="{y}" text-anchor="middle" font-family="{font}" font-size="{size}" '
+            f'fill="{color}">{escape(text)}</text></svg>')
+
+
+def misspell(text: str, rng: np.random.Generator) -> str:
+    """``text`` with one letter dropped, doubled or swapped with its neighbour (a seeded choice)."""
+    at = int(rng.integers(len(text) - 1))
+    edit = int(rng.integers(3))
+    if edit == 0:
+        return text[:at] + text[at + 1:]
+    if edit == 1:
+        return text[:at] + text[at] + text[at:]
+    return text[:at] + text[at + 1] + text[at] + text[at + 2:]
+
+
+def noisy_poster(text: str, color: str, font: str, rng: np.random.Generator) -> str:
+    """One completion for the prompt of (text, color, font), each defect drawn independently.
+
+    Wrong colour 30 %, wrong or misspelled text 30 %, no frame 20 %, off-canvas
+    or tiny text 12 %, broken markup (unclosed tags, cut short) 35 %, a chatty
+    prefix 15 %, a refusal with no SVG at all 5 %: about 60 % render and about a
+    fifth are right on every head.
+    """
+    if rng.random() < 0.05:
+        return str(rng.choice(_REFUSALS))
+    if rng.random() < 0.3:
+        color = str(rng.choice([c for c in COLORS if c != color]))
+    if rng.random() < 0.3:
+        text = misspell(text, rng) if rng.random() < 0.6 else str(rng.choice([t for t in TEXTS if t != text]))
+    placement: dict[str, int] = {}
+    if rng.random() < 0.12:
+        placement = [{"x": 200}, {"y": -12}, {"font_size": 2}][int(rng.integers(3))]
+    svg = compact_svg(text, color, font, frame=rng.random() >= 0.2, **placement)
+    if rng.random() < 0.35:
+        cut = ["</text>", "</svg>", '"/>'][int(rng.integers(3))]
+        svg = svg.replace(cut, "", 1) if cut != "</svg>" else svg[: -len(cut) - int(rng.integers(0, 12))]
+    if rng.random() < 0.15:
+        svg = str(rng.choice(_CHATTY_PREFIXES)) + svg
+    return svg
+
+
+def warm_start_corpus(seed: int, copies: int = 20) -> tuple[list[str], list[str]]:
+    """(prompts, completions): every text x colour x font prompt ``copies`` times, each with a ``noisy_poster``."""
+    rng = np.random.default_rng(seed)
+    combos = [(t, c, f) for t in TEXTS for c in COLORS for f in FONTS] * copies
+    order = rng.permutation(len(combos))
+    chosen = [combos[i] for i in order]
+    return [poster_prompt(*combo) for combo in chosen], [noisy_poster(*combo, rng) for combo in chosen]

@@ -135,6 +135,7 @@ KIND_MODULES: dict[str, str] = {
     "http": "mixgrpo.rewards.channels.http",
     "ocr": "mixgrpo.rewards.channels.ocr",
     "clipscore": "mixgrpo.rewards.channels.clipscore",
+    "color": "mixgrpo.rewards.channels.color",
     "reward_model": "mixgrpo.rewards.channels.reward_model",
 }
 """Built-in kind -> the module that registers it (imported on the kind's first use)."""
