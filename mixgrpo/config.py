@@ -374,6 +374,9 @@ class ClusterConfig(_Section):
     """Start the Ray dashboard (bound to 127.0.0.1)."""
     max_actor_restarts: int = Field(default=3, ge=0)
     """Ray restarts of a crashed generator or reward actor (max_restarts)."""
+    worker_niceness: int = Field(default=0, ge=0, le=19)
+    """Scheduling niceness of the actor processes of a Ray started here (Ray's own default, 15, lets any
+    other busy process on the machine starve the generators, reward channels and learner)."""
     placement: Literal["disaggregated", "colocated", "auto"] = "disaggregated"
     """disaggregated: generators and learner ranks on their own devices; colocated: each learner rank also generates its shard with its own weights on its device; auto: colocated on a CPU-only cluster or when the GPUs are too few."""
 

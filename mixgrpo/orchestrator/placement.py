@@ -115,7 +115,8 @@ def start_ray(cluster: ClusterConfig) -> bool:
     """Connect to ``cluster.address`` / RAY_ADDRESS, or start Ray here. Returns True if we started it.
 
     A Ray already initialised in this process (tests, notebooks) is reused. The
-    dashboard is off unless asked for, and then bound to 127.0.0.1 only.
+    dashboard is off unless asked for, and then bound to 127.0.0.1 only. Actor processes
+    run at ``cluster.worker_niceness`` (default 0, not Ray's 15).
     """
     if ray.is_initialized():
         return False
@@ -129,6 +130,7 @@ def start_ray(cluster: ClusterConfig) -> bool:
         include_dashboard=cluster.dashboard,
         dashboard_host="127.0.0.1",
         log_to_driver=True,
+        _system_config={"worker_niceness": cluster.worker_niceness},
     )
     return True
 
