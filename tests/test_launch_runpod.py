@@ -304,3 +304,22 @@ def test_api_key_comes_from_a_dotenv_file_and_a_missing_one_is_named_not_shown(t
     (tmp_path / ".env").write_text(f"# keys\nexport RUNPOD_API_KEY='{API_KEY}'\nHF_TOKEN=\n")
     assert require_api_key() == API_KEY
     assert Redactor(API_KEY)(f"Bearer {API_KEY}!") == "Bearer <redacted>!"
+
+
+def test_the_pod_installs_the_extras_the_config_needs():
+    from mixgrpo.config import load_config
+    from mixgrpo.orchestrator.launch.runpod import required_extras
+
+    assert required_extras(load_config(None)) == ()  # rule channels, HF backend: the bare wheel
+    assert required_extras(load_config("configs/clip-digits.yaml")) == ("clip",)
+    assert required_extras(load_config("configs/svg-poster.yaml")) == ("clip", "rewards")
+    assert required_extras(load_config(None, ["generator.backend=vllm"])) == ("vllm",)
+
+
+def test_the_job_script_installs_the_wheel_with_its_extras():
+    from mixgrpo.orchestrator.launch.remote import RemoteJob
+
+    script = RemoteJob(directory="/workspace/x", wheel="mixgrpo-0.1.0-py3-none-any.whl",
+                       extras=("clip", "rewards")).job_script()
+    assert "pip install --quiet --no-input --root-user-action=ignore './mixgrpo-0.1.0-py3-none-any.whl[clip,rewards]'" \
+        in script

@@ -41,7 +41,8 @@ def _add_runpod_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--volume-gb", type=int, default=0, help="persistent volume at /workspace (default none)")
     parser.add_argument("--disk-gb", type=int, default=50, help="container disk (default 50)")
     parser.add_argument("--extras", default=None, help="wheel extras to install on the pod, comma-separated "
-                                                       "(default: vllm when generator.backend=vllm)")
+                                                       "(default: what the config needs: vllm for generator.backend=vllm, clip "
+                                                       "for model.kind=clip or clipscore, rewards for image channels)")
     parser.add_argument("--out", type=Path, default=None, help="local run directory (default runs/NAME)")
     parser.add_argument("--pull-every", type=float, default=5.0, metavar="MIN",
                         help="pull the run directory every MIN minutes (default 5)")

@@ -123,9 +123,22 @@ def _gpu_plan(config: Config) -> str:
     return f"disaggregated: {config.generator.replicas} generator(s) + {config.learner.ranks} learner rank(s)"
 
 
+def required_extras(config: Config) -> tuple[str, ...]:
+    """The wheel extras the job needs: vllm for generator.backend=vllm, clip for a CLIP policy, and the
+    extras of each reward channel kind (KIND_EXTRAS), sorted."""
+    from mixgrpo.rewards.channels.base import KIND_EXTRAS
+
+    needed = {"vllm"} if config.generator.backend == "vllm" else set()
+    if config.model.kind == "clip":
+        needed.add("clip")
+    for channel in config.rewards:
+        needed.update(KIND_EXTRAS.get(channel.kind, ()))
+    return tuple(sorted(needed))
+
+
 def remote_job(options: LaunchOptions, config: Config, name: str, wheel: str) -> RemoteJob:
-    """How the job is installed and run on the pod."""
-    extras = options.extras if options.extras is not None else (("vllm",) if config.generator.backend == "vllm" else ())
+    """How the job is installed and run on the pod (``--extras``, else ``required_extras``)."""
+    extras = options.extras if options.extras is not None else required_extras(config)
     return RemoteJob(directory=f"{options.remote_root.rstrip('/')}/{name}", wheel=wheel,
                      python=options.remote_python or "python3", preinstalled=options.remote_python is not None,
                      extras=tuple(extras), env=dict(options.remote_env))

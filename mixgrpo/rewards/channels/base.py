@@ -140,6 +140,15 @@ KIND_MODULES: dict[str, str] = {
 }
 """Built-in kind -> the module that registers it (imported on the kind's first use)."""
 
+KIND_EXTRAS: dict[str, tuple[str, ...]] = {
+    "renders": ("rewards",),
+    "ocr": ("rewards",),
+    "color": ("rewards",),
+    "clipscore": ("rewards", "clip"),
+    "reward_model": ("rewards",),
+}
+"""Built-in kind -> the package extras (pyproject ``[project.optional-dependencies]``) it needs; others need none."""
+
 CHANNEL_KINDS: dict[str, ChannelKind] = {}
 """The kinds registered so far in this process (built-in modules join on first use)."""
 
