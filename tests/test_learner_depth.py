@@ -136,5 +136,6 @@ def test_padding_fraction_and_tokens_per_second_are_reported(batch):
     lengths = [len(p) + len(c) for p, c in zip(batch.prompt_token_ids, batch.completion_token_ids)]
     rectangle = sum(2 * max(lengths[k:k + 2]) for k in range(0, len(lengths), 2))
     assert plain.metrics["padding_frac"] == pytest.approx(1 - sum(lengths) / rectangle)
+    assert plain.metrics["row_tokens_mean"] == pytest.approx(np.mean(lengths))
     assert packed.metrics["padding_frac"] < plain.metrics["padding_frac"]
     assert plain.metrics["tokens_per_s"] > 0 and packed.metrics["tokens_per_s"] > 0

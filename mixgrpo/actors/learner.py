@@ -297,7 +297,7 @@ class Learner:
             if index == 0:
                 failpoint("train_step", f"learner-{self.rank}", self.calls)
                 first = sums
-            for key in ("time_forward", "time_backward", "positions", "padding"):
+            for key in ("time_forward", "time_backward", "positions", "padding", "rows"):
                 totals[key] = totals.get(key, 0.0) + sums.pop(key)
             for key, value in sums["loss_metrics"].items():
                 totals[key] = totals.get(key, 0.0) + value / len(plan)
@@ -310,8 +310,9 @@ class Learner:
                        "gap": first.get("gap", 0.0)})
         metrics = self._all_reduce_sums(totals)
         tokens, gap_total = metrics.pop("tokens"), metrics.pop("gap")
-        positions, padding = metrics.pop("positions"), metrics.pop("padding")
+        positions, padding, rows = metrics.pop("positions"), metrics.pop("padding"), metrics.pop("rows")
         metrics["padding_frac"] = padding / max(positions, 1.0)
+        metrics["row_tokens_mean"] = (positions - padding) / max(rows, 1.0)  # prompt + completion per trained row
         compute_s = metrics["time_forward"] + metrics["time_backward"] + metrics["time_optimizer"]
         metrics["tokens_per_s"] = (positions - padding) / compute_s if compute_s > 0 else 0.0  # all ranks
         metrics["logprob_mismatch_mean"] = gap_total / max(tokens, 1.0)
@@ -332,10 +333,11 @@ class Learner:
         log-prob gap (sum and max).
         """
         result: dict[str, Any] = {"time_forward": 0.0, "time_backward": 0.0, "tokens": 0.0, "gap": 0.0,
-                                  "gap_max": 0.0, "positions": 0.0, "padding": 0.0, "loss_metrics": {}}
+                                  "gap_max": 0.0, "positions": 0.0, "padding": 0.0, "rows": 0.0, "loss_metrics": {}}
         for micro_rows in self._micro_batches(batch, rows):
             micro = _collate(batch, micro_rows, self.pad_id, proximal).to(self.device)
             result["positions"] += float(micro.attention_mask.numel())
+            result["rows"] += float(len(micro_rows))
             result["padding"] += float(micro.attention_mask.numel() - micro.attention_mask.sum())
             share = aggregation_count(micro.response_mask, self.loss_config.aggregation) / global_count
             started = time.monotonic()

@@ -120,9 +120,8 @@ def learner_compute(config: Config, measured: list[dict[str, float]], device_nam
     """Learner tokens/s, padding and MFU from the measured steps' learner metrics.
 
     FLOPs per token (``causal_lm_flops_per_token``) need the attention context T: the mean
-    trained row length, recovered from the learner's own counts (tokens/s x its compute
-    seconds = trained positions, over epochs x trained rows). A token-weighted mean would be a
-    little larger, so with rows of mixed length the attention term is a slight undercount.
+    trained row length the learner reports (``learner/row_tokens_mean``). A token-weighted mean
+    would be a little larger, so with rows of mixed length the attention term is a slight undercount.
     """
     trained = [m for m in measured if "learner/tokens_per_s" in m]
     if not trained:
@@ -147,17 +146,15 @@ def learner_compute(config: Config, measured: list[dict[str, float]], device_nam
         lora = lora_params(hf_config, config.learner.lora.rank, config.learner.lora.target_modules)
     except (OSError, ValueError) as error:
         return unavailable(f"FLOPs per token unknown for {config.model.path}: {error}")
-    rows = config.learner.epochs * config.task.prompts_per_step * config.generator.group_size
-    lengths = [m["learner/tokens_per_s"] * sum(m[f"learner/time_{k}"] for k in ("forward", "backward", "optimizer"))
-               / (rows * m["learner/loss_rows_frac"]) for m in trained]
+    length = float(np.mean([m["learner/row_tokens_mean"] for m in trained]))
     try:
-        per_token = causal_lm_flops_per_token(hf_config, sequence_length=float(np.mean(lengths)),
+        per_token = causal_lm_flops_per_token(hf_config, sequence_length=length,
                                               reference_forward=config.algorithm.loss.kl_coef > 0,
                                               trainable_params=lora)
     except ValueError as error:
         return unavailable(f"FLOPs per token unknown for {config.model.path}: {error}")
     return LearnerCompute(tokens_per_s, padding, mfu(tokens_per_s, per_token, peak),
-                          f"{per_token / 1e9:.2f} GFLOP/token at T={np.mean(lengths):.0f}, "
+                          f"{per_token / 1e9:.2f} GFLOP/token at T={length:.0f}, "
                           f"peak {peak / 1e12:.0f} TFLOP/s dense {config.model.dtype} on {device_name}")
 
 
