@@ -397,13 +397,16 @@ class ClipPolicy(Learner):
         from mixgrpo.rewards.maps import vit_gradcam
 
         self.model.eval()
-        ids = np.array([image_id], dtype=np.int64)
-        with torch.no_grad():
-            probabilities = torch.softmax(self.logits(ids)[0], dim=-1).cpu().numpy()
-        chosen = int(probabilities.argmax())
-        heat = vit_gradcam(self.clip.visual, lambda: self.logits(ids)[0, chosen], image_size)
+        forward: dict[str, torch.Tensor] = {}
+
+        def chosen_logit() -> torch.Tensor:
+            logits = self.logits(np.array([image_id], dtype=np.int64))[0]  # (C,): one forward serves both
+            forward["probabilities"] = torch.softmax(logits.detach(), dim=-1)
+            return logits[int(logits.argmax())]
+
+        heat = vit_gradcam(self.clip.visual, chosen_logit, image_size)
         self.model.zero_grad(set_to_none=True)
-        return heat, probabilities
+        return heat, forward["probabilities"].cpu().numpy()
 
     def accuracy(self, prompts: PromptBatch) -> float:
         """Greedy (argmax) accuracy on ``prompts`` against their metadata ``label_index``."""
