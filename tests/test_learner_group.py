@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import ray
-import torch
 from ray_helpers import start_local_ray
 
 from mixgrpo.actors.generator import Generator
