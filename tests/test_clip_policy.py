@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -303,6 +304,64 @@ def test_bad_image_files_fail_with_one_line_naming_row_and_column(tmp_path, tiny
     assert "\n" not in str(error.value)
 
 
+def _png(colour, path=None) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (6, 4), colour).save(buffer, format="PNG")
+    if path is not None:
+        path.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _decoded(task) -> list[tuple[tuple[int, int, int], str, int]]:
+    """(top-left pixel, label, label index) of every row, decoded as the policy decodes them."""
+    from mixgrpo.actors.clip_policy import ImageTable
+
+    table = ImageTable(task, 0, preprocess=None)
+    return [(table.decode(i).getpixel((0, 0)), r["label"], r["label_index"]) for i, r in sorted(table.records.items())]
+
+
+def test_user_images_from_jsonl_paths_and_data_urls_and_parquet_bytes(tmp_path):
+    import base64
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    red, green, blue = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    (tmp_path / "images").mkdir()
+    _png(red, tmp_path / "images" / "red.png")
+    _png(green, tmp_path / "green.png")
+    rows = [{"image": "images/red.png", "label": "cat"},  # relative to the file's directory
+            {"image": str(tmp_path / "green.png"), "label": "dog"},
+            {"image": "data:image/png;base64," + base64.b64encode(_png(blue)).decode(), "label": "cat"}]
+    jsonl = _write_jsonl(tmp_path / "rows.jsonl", rows)
+    assert _decoded(_file_task(jsonl)) == [(red, "cat", 0), (green, "dog", 1), (blue, "cat", 0)]
+    rooted = _write_jsonl(tmp_path / "rooted.jsonl", [{"image": "red.png", "label": "dog"}])
+    assert _decoded(_file_task(rooted, image_root=str(tmp_path / "images")))[0][0] == red
+    table = pa.table({"img": [_png(red), _png(blue)], "digit": [7, 3],  # bytes; integer labels match "7"
+                      "hf": [{"bytes": _png(green), "path": None}, {"bytes": None, "path": "green.png"}]})
+    pq.write_table(table, tmp_path / "rows.parquet")
+    for column, colours in (("img", [red, blue]), ("hf", [green, green])):  # the HF datasets {bytes, path} form
+        task = _file_task(tmp_path / "rows.parquet", image_column=column, label_column="digit", classes=["3", "7"])
+        assert _decoded(task) == [(colours[0], "7", 1), (colours[1], "3", 0)]
+
+
+def test_bad_parquet_rows_fail_naming_row_and_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"image": [_png((0, 0, 0)), None], "label": ["cat", "dog"]}), tmp_path / "null.parquet")
+    with pytest.raises(InputError, match=r"null.parquet: row 1, column 'image': empty \(null\)"):
+        make_task(_file_task(tmp_path / "null.parquet"), 0)
+    pq.write_table(pa.table({"image": [_png((0, 0, 0)), b"not a png"], "label": ["cat", "dog"]}),
+                   tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match=r"bad.parquet: row 1, column 'image': not a readable image"):
+        check_clip_inputs(_config().model, _file_task(tmp_path / "bad.parquet"), 0)
+
+
 def test_a_file_task_needs_its_class_list():
     with pytest.raises(ConfigError, match="needs task.image_classes.classes"):
         _config(task={"path": "images.jsonl"})
@@ -327,6 +386,45 @@ def test_pretrained_weights_that_are_not_local_fail_at_once(monkeypatch, tmp_pat
         check_clip_policy_source(model)
     with pytest.raises(InputError, match="is not an open_clip tag of ViT-B-32"):
         check_clip_policy_source(model.model_copy(update={"pretrained": "no-such-tag"}))
+
+
+def test_sources_that_would_start_from_random_weights_or_stall_fail_at_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty hub cache
+    model = _config().model
+    (tmp_path / "open_clip_config.json").write_text("{}")
+    cases = {
+        f"local-dir:{tmp_path}": r"no weights file \(.safetensors, .bin, .pth\) beside open_clip_config.json",
+        "ViT-B-32": r"model.path=ViT-B-32 needs model.pretrained: a tag \(openai, laion400m_e31",
+        "ViT-B-33": r"model.path='ViT-B-33' is not an open_clip architecture",
+        "hf-hub:org/clip": r"hf-hub:org/clip: its open_clip_config.json and weights are not in the local cache and "
+                           "the hub is disabled",
+    }
+    for path, message in cases.items():
+        with pytest.raises(InputError, match=message) as error:
+            check_clip_policy_source(model.model_copy(update={"path": path}))
+        assert "\n" not in str(error.value)
+
+
+def test_an_hf_hub_repo_in_the_local_cache_loads_offline(monkeypatch, tmp_path, tiny_model_cache):
+    from mixgrpo.actors.clip_policy import load_clip
+    from mixgrpo.builtin.tiny_clip import resolve_clip_name
+
+    folder = Path(resolve_clip_name("builtin:tiny-clip").removeprefix("local-dir:"))
+    snapshot = tmp_path / "models--org--tiny-clip" / "snapshots" / ("0" * 40)  # the hub cache's layout
+    snapshot.mkdir(parents=True)
+    for name in ("open_clip_config.json", "open_clip_model.safetensors"):
+        (snapshot / name).write_bytes((folder / name).read_bytes())
+    (tmp_path / "models--org--tiny-clip" / "refs").mkdir()
+    (tmp_path / "models--org--tiny-clip" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    model = _config().model.model_copy(update={"path": "hf-hub:org/tiny-clip"})
+    check_clip_policy_source(model)
+    clip, _, _ = load_clip(model, "cpu")
+    local, _, _ = load_clip(model.model_copy(update={"path": f"local-dir:{folder}"}), "cpu")
+    assert torch.equal(clip.visual.conv1.weight, local.visual.conv1.weight)  # the cached weights, not a random init
 
 
 def test_a_head_that_ignores_the_sampled_label_is_flagged():

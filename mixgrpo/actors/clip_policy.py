@@ -70,18 +70,24 @@ _TOWER_PREFIXES = {"visual": ["visual."], "text": ["transformer.", "token_embedd
 _TOWER_PREFIXES["both"] = _TOWER_PREFIXES["visual"] + _TOWER_PREFIXES["text"]
 
 
+def _hub_cached(repo_id: str, with_config: bool = False) -> bool:
+    """Whether the HF hub cache holds open_clip weights of ``repo_id`` (and its open_clip_config.json if asked)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(filename: str) -> bool:
+        return isinstance(try_to_load_from_cache(repo_id, filename), str)
+
+    weights = cached("open_clip_model.safetensors") or cached("open_clip_pytorch_model.bin")
+    return weights and (not with_config or cached("open_clip_config.json"))
+
+
 def _weights_are_local(name: str, tag: str) -> bool:
     """Whether open_clip finds the weights of (name, tag) without a download (HF hub cache or its URL cache)."""
     import open_clip
-    from huggingface_hub import try_to_load_from_cache
 
     cfg = open_clip.get_pretrained_cfg(name, tag)
     if cfg.get("hf_hub"):
-        repo_id = "/".join(cfg["hf_hub"].rstrip("/").split("/")[:2])
-        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-            if isinstance(try_to_load_from_cache(repo_id, filename), str):
-                return True
-        return False
+        return _hub_cached("/".join(cfg["hf_hub"].rstrip("/").split("/")[:2]))
     url = cfg.get("url", "")
     return bool(url) and (Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)).is_file()
 
@@ -98,28 +104,47 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
+def _checked_pretrained(name: str, tag: str | None) -> str:
+    """``tag``; InputError unless ``name`` is an open_clip architecture and ``tag`` one of its tags or a checkpoint file."""
+    import open_clip
+
+    if open_clip.get_model_config(name) is None:
+        raise InputError(f"model.path={name!r} is not an open_clip architecture (open_clip.list_models()), "
+                         "local-dir:<folder>, hf-hub:<org/repo> or builtin:<name>")
+    known = open_clip.list_pretrained_tags_by_model(name)
+    if tag is None:
+        raise InputError(f"model.path={name} needs model.pretrained: a tag ({', '.join(known) or 'none known'}) "
+                         "or a checkpoint file (without one open_clip starts from random weights)")
+    if not Path(tag).expanduser().is_file() and not open_clip.get_pretrained_cfg(name, tag):
+        raise InputError(f"model.pretrained={tag!r} is not an open_clip tag of {name} (known: {known})")
+    return tag
+
+
 def check_clip_policy_source(model: ModelConfig) -> None:
     """InputError, without loading anything, for CLIP weights that cannot load here.
 
-    A pretrained tag whose weights are not cached fails at once when the hub is
-    unreachable (or HF_HUB_OFFLINE is set): open_clip would retry for about 47 s.
+    A pretrained tag whose weights are not cached, or an ``hf-hub:`` repo whose
+    config and weights are not, fails at once when the hub is unreachable (or
+    HF_HUB_OFFLINE is set): open_clip would retry for about 47 s.
     """
     try:
         check_clip_source(model.path, model.pretrained)
     except ValueError as error:
         raise InputError(f"model.path: {error}") from None
-    tag = model.pretrained
-    if tag is None or model.path.startswith(("builtin:", "local-dir:", "hf-hub:")) or Path(tag).expanduser().is_file():
+    if model.path.startswith(("builtin:", "local-dir:")):
         return
-    import open_clip
-
-    if not open_clip.get_pretrained_cfg(model.path, tag):
-        raise InputError(f"model.pretrained={tag!r} is not an open_clip tag of {model.path} "
-                         f"(known: {open_clip.list_pretrained_tags_by_model(model.path)})")
+    if model.path.startswith("hf-hub:"):
+        local = _hub_cached(model.path.removeprefix("hf-hub:"), with_config=True)
+        what = f"model.path={model.path}: its open_clip_config.json and weights are"
+    else:
+        tag = _checked_pretrained(model.path, model.pretrained)
+        if Path(tag).expanduser().is_file():
+            return
+        local, what = _weights_are_local(model.path, tag), f"model.pretrained={tag!r}: the {model.path} weights are"
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    if not _weights_are_local(model.path, tag) and (offline or not _hub_reachable()):
-        raise InputError(f"model.pretrained={tag!r}: the {model.path} weights are not in the local cache and the "
-                         f"hub is {'disabled (HF_HUB_OFFLINE)' if offline else 'unreachable'}; download them once, "
+    if not local and (offline or not _hub_reachable()):
+        raise InputError(f"{what} not in the local cache and the hub is "
+                         f"{'disabled (HF_HUB_OFFLINE)' if offline else 'unreachable'}; download them once, "
                          "or set model.pretrained to a checkpoint file or model.path to local-dir:<folder>")
 
 

@@ -26,14 +26,21 @@ from mixgrpo.runtime import pick_device
 
 CLIPSCORE_W = 2.5
 """Hessel et al. 2021 rescale cosines by 2.5 so scores spread over roughly [0, 1]."""
+LOCAL_DIR_WEIGHTS = (".safetensors", ".bin", ".pth")
+"""Weights files open_clip looks for in a ``local-dir:`` folder (without one it warns and initialises randomly)."""
 
 
 def check_clip_source(model: str, pretrained: str | None) -> None:
     """ValueError for a source that cannot load, checked without loading anything."""
     if model.startswith("builtin:") and model not in CLIP_BUILTINS:
         raise ValueError(f"unknown builtin CLIP model {model!r}; known: {', '.join(CLIP_BUILTINS)}")
-    if model.startswith("local-dir:") and not (Path(model.removeprefix("local-dir:")) / "open_clip_config.json").is_file():
-        raise ValueError(f"{model}: no open_clip_config.json in that directory")
+    if model.startswith("local-dir:"):
+        folder = Path(model.removeprefix("local-dir:"))
+        if not (folder / "open_clip_config.json").is_file():
+            raise ValueError(f"{model}: no open_clip_config.json in that directory")
+        if not any(any(folder.glob(f"*{suffix}")) for suffix in LOCAL_DIR_WEIGHTS):
+            raise ValueError(f"{model}: no weights file ({', '.join(LOCAL_DIR_WEIGHTS)}) beside open_clip_config.json "
+                             "(open_clip would start from random weights)")
     looks_like_file = pretrained is not None and (pretrained.startswith(("/", ".", "~")) or "." in Path(pretrained).name)
     if looks_like_file and not Path(pretrained).expanduser().is_file():
         raise ValueError(f"pretrained checkpoint not found: {pretrained}")

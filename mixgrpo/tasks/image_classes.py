@@ -106,9 +106,11 @@ def check_rows(rows: list[dict[str, Any]], image_key: str, label_key: str, names
     known = set(names)
     for index, row in enumerate(rows):
         for column, field in ((image_key, "image_column"), (label_key, "label_column")):
-            if row.get(column) is None:
+            if column not in row:
                 raise ImageFileError(f"{where}: row {index}: no {column!r} column (task.image_classes.{field}; "
                                      f"columns: {', '.join(sorted(row))})")
+            if row[column] is None:  # Parquet's null, JSON's null
+                raise ImageFileError(f"{where}: row {index}, column {column!r}: empty (null)")
         label = str(row[label_key])
         if label not in known:
             raise ImageFileError(f"{where}: row {index}, column {label_key!r}: label {label!r} is not in "
