@@ -18,6 +18,8 @@ from typing import Self
 
 import psutil
 
+from mixgrpo.orchestrator.placement import tree_pss
+
 
 @dataclass(frozen=True)
 class TreeRun:
@@ -29,22 +31,6 @@ class TreeRun:
     max_processes: int
     loadavg_start: tuple[float, float, float]
     loadavg_end: tuple[float, float, float]
-
-
-def tree_pss(root: psutil.Process) -> tuple[float, int]:
-    """(PSS in bytes summed over ``root`` and its descendants, number of processes); vanished ones skipped."""
-    try:
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0, 0
-    total, counted = 0.0, 0
-    for process in processes:
-        try:
-            total += process.memory_full_info().pss
-            counted += 1
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return total, counted
 
 
 def run_sampled(command: list[str], log: Path, env: dict[str, str], cwd: Path, every_s: float = 0.5) -> TreeRun:

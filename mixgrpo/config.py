@@ -178,6 +178,10 @@ class GeneratorConfig(_Section):
     """Largest LoRA rank the vLLM engine accepts."""
 
 
+OWN_ACTOR = "own"
+"""``rewards.<name>.actor`` value giving a channel an actor of its own."""
+
+
 class RewardChannelConfig(_Section):
     name: str
     """Channel name (column in metrics and rollouts.parquet)."""
@@ -199,6 +203,10 @@ class RewardChannelConfig(_Section):
     """Actors sharing this channel: the batch is split in order across them and the parts concatenated."""
     on_dead: Literal["disable", "stop"] = "disable"
     """Its actor used up cluster.max_actor_restarts: null for the rest of the run, or checkpoint, save the adapter, stop."""
+    actor: str | None = None
+    """Reward actor (process) of the channel: a group name (channels naming the same group share one actor), own
+    (an actor of its own), or null: a rule kind (README: Reward channels) on cpu with replicas 1 joins the group
+    cpu-light, any other channel gets its own. A shared actor restarts all its channels together."""
 
     @field_validator("name")
     @classmethod
@@ -206,6 +214,26 @@ class RewardChannelConfig(_Section):
         if not name or "/" in name:
             raise ValueError(f"channel name {name!r} must be non-empty and contain no '/'")
         return name
+
+    @field_validator("actor")
+    @classmethod
+    def _actor_group_named(cls, actor: str | None) -> str | None:
+        if actor is not None and (not actor or "/" in actor):
+            raise ValueError(f"actor group {actor!r} must be non-empty and contain no '/'")
+        return actor
+
+    @model_validator(mode="after")
+    def _shares_only_a_cpu_actor(self) -> "RewardChannelConfig":
+        if self.shared_group is not None and (self.device == "gpu" or self.replicas > 1):
+            why = "device: gpu" if self.device == "gpu" else f"replicas: {self.replicas}"
+            raise ValueError(f"channel {self.name!r} with {why} cannot share actor {self.actor!r}: "
+                             f"it needs actors of its own (set actor: {OWN_ACTOR} or leave it unset)")
+        return self
+
+    @property
+    def shared_group(self) -> str | None:
+        """The group named by ``actor`` (None: unset or own; an unset rule channel may still join cpu-light)."""
+        return None if self.actor in (None, OWN_ACTOR) else self.actor
 
     @field_validator("sub_channels")
     @classmethod
@@ -412,6 +440,11 @@ class Config(_Section):
             raise ValueError(f"duplicate channel names: {duplicated}")
         if sum(c.weight for c in rewards) <= 0:
             raise ValueError("channel weights must not all be zero")
+        clashing = sorted({c.shared_group for c in rewards if c.shared_group in names} -
+                          {c.name for c in rewards if c.shared_group == c.name})
+        if clashing:
+            raise ValueError(f"actor group names {clashing} are also names of channels outside the group "
+                             "(their actors would share a name)")
         return rewards
 
     @model_validator(mode="after")

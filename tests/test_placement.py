@@ -45,7 +45,7 @@ def test_cpu_only_run_gets_cpu_fractions():
     slots = plan_slots(config, total_cpus=2)
     assert all(s.gpus == 0 for s in slots)
     assert sum(s.cpus for s in slots) <= 2.0
-    assert [s.role for s in slots] == ["generator"] + ["reward"] * len(config.rewards) + ["learner"]
+    assert [s.role for s in slots] == ["generator", "reward", "learner"]  # the four rule channels share one actor
 
 
 def test_too_few_gpus_is_an_error_before_any_actor():

@@ -12,7 +12,6 @@ import pytest
 import ray
 from ray_helpers import start_local_ray
 
-from mixgrpo.actors.reward import RewardWorker
 from mixgrpo.batch import PromptBatch, RolloutBatch, rollout_table
 from mixgrpo.config import RewardChannelConfig, load_config
 from mixgrpo.orchestrator.driver import train
@@ -20,11 +19,10 @@ from mixgrpo.orchestrator.placement import (
     Introspect,
     actor_options,
     plan_slots,
-    remote_class,
     reserved,
 )
 from mixgrpo.orchestrator.reward_maps import write_reward_overlays
-from mixgrpo.orchestrator.scoring import replica_rows, score_all_channels
+from mixgrpo.orchestrator.scoring import replica_rows, score_all_channels, start_reward_hosts
 from mixgrpo.rundir import read_metrics
 from mixgrpo.tasks import make_task
 from mixgrpo.tasks.svg_poster import reference_svg
@@ -40,12 +38,11 @@ def local_ray(tiny_model_cache):
 
 
 def workers_for(channels: list[RewardChannelConfig]) -> list:
-    """Channel-major RewardWorker actors (``replicas`` per channel), returned once all are up.
+    """The RewardHost actors of ``channels`` (``placement.reward_actors``), returned once all are up.
 
     They reserve no CPU (num_cpus=0), so the training run of the last test still gets its bundles.
     """
-    remote = remote_class(RewardWorker)
-    workers = [remote.options(num_cpus=0).remote(c) for c in channels for _ in range(c.replicas)]
+    workers = start_reward_hosts(channels, lambda spec: {"num_cpus": 0})
     ray.get([w.placement.remote() for w in workers])  # as the driver does before its first step
     return workers
 

@@ -1,4 +1,5 @@
-"""RewardWorker: one reward channel scoring a whole batch, failures turned into nulls.
+"""RewardWorker: one reward channel scoring a whole batch, failures turned into nulls; RewardHost: the
+RewardWorkers of one actor process (several channels of a shared ``actor`` group, or one channel).
 
 Every failure gives null (NaN) for the completions it affects, never 0, and is
 counted per kind (``failures/<channel>/<kind>`` in the metrics); the first
@@ -232,3 +233,28 @@ class RewardWorker:
             self._logged_kinds.add(kind)
             logger.warning("reward channel %r: %s: %s (further %s failures counted as %s, not logged)",
                            self.config.name, kind, error, kind, counted_as)
+
+
+class RewardHost:
+    """The reward channels of one actor process, a RewardWorker each (a plain class; the orchestrator makes it an actor).
+
+    Channels of a shared ``actor`` group live in one process (one Python, one copy of the libraries);
+    each keeps its own worker: its own timeout, stuck guard, failure counters and logged kinds. The
+    process is restarted as a whole, so restarting one channel restarts all of them.
+    """
+
+    def __init__(self, channels: list[RewardChannelConfig], threads: int = 1) -> None:
+        self.workers = {channel.name: RewardWorker(channel, threads) for channel in channels}
+
+    def score(self, names: list[str], prompts: PromptBatch, rollouts: RolloutBatch,
+              rows: np.ndarray | None = None) -> dict[str, ChannelScores]:
+        """Score the named channels on the same batch (or ``rows`` of it), one after another: name -> scores.
+
+        Each is ``RewardWorker.score`` of that channel, so each call answers within the channel's
+        ``timeout_s`` and the whole within the sum of theirs.
+        """
+        return {name: self.workers[name].score(prompts, rollouts, rows) for name in names}
+
+    def reward_maps(self, name: str, batch: ScoringInput) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """``RewardWorker.reward_maps`` of the named channel."""
+        return self.workers[name].reward_maps(batch)

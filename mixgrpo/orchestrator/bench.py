@@ -4,8 +4,9 @@ A bench is a normal training run watched step by step: the driver's own stage
 spans plus every actor call's span (events.py), aligned to the driver's clock.
 From the measured steps (after warm-up) it derives throughput, each actor's busy
 fraction, the step's critical stage and a verdict (rollout-, reward- or
-learner-bound) with what to change, and the learner's tokens/s with its MFU
-(``mixgrpo.flops``) where the model's FLOPs and the GPU's peak are known.
+learner-bound) with what to change, the learner's tokens/s with its MFU
+(``mixgrpo.flops``) where the model's FLOPs and the GPU's peak are known, and the
+memory of the run's process tree (PSS of the driver and the Ray processes it started).
 Baselines (bench_baselines.py): the same Generator and Learner as actors and as
 plain objects, timed in interleaved pairs.
 """
@@ -28,7 +29,7 @@ from mixgrpo.errors import InputError
 from mixgrpo.flops import causal_lm_flops_per_token, lora_params, mfu, peak_flops
 from mixgrpo.orchestrator.driver import Actors, train
 from mixgrpo.orchestrator.events import Span, clock_offset
-from mixgrpo.orchestrator.scoring import group_workers
+from mixgrpo.orchestrator.placement import reward_actors, tree_pss
 from mixgrpo.orchestrator.step import StepLoop
 
 DRIVER_STAGES = ("generate", "reward", "mixer", "learn", "broadcast")
@@ -40,10 +41,16 @@ class SpanCollector:
 
     spans: list[Span] = field(default_factory=list)
     step_metrics: list[dict[str, float]] = field(default_factory=list)
+    tree_memory: list[tuple[int, float, int]] = field(default_factory=list)
+    """(step, PSS of the driver's process tree in MiB, its processes) after every step."""
     _offsets: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, step: int, metrics: dict[str, float], actors: Actors, loop: StepLoop) -> None:
-        lanes = _lanes(actors, loop.config)
+        import psutil
+
+        pss, processes = tree_pss(psutil.Process())
+        self.tree_memory.append((step, pss / 2**20, processes))
+        lanes = actors.by_name(loop.config)
         if not self._offsets:
             self._offsets = {lane: clock_offset(actor) for lane, actor in lanes.items()}
         self.step_metrics.append({"step": step, **metrics})
@@ -53,15 +60,6 @@ class SpanCollector:
             offset = self._offsets[lane]
             self.spans += [Span(lane, name, s + offset, e + offset, step) for name, s, e in spans
                            if name not in ("clock", "drain_spans", "placement")]
-
-
-def _lanes(actors: Actors, config: Config) -> dict[str, Any]:
-    lanes = {f"generator-{i}": g for i, g in enumerate(actors.generators)}
-    for channel, group in zip(config.rewards, group_workers(actors.rewards, config.rewards)):
-        names = [f"reward-{channel.name}"] if len(group) == 1 else [f"reward-{channel.name}-{k}" for k in range(len(group))]
-        lanes.update(zip(names, group))
-    lanes.update({f"learner-{i}": a for i, a in enumerate(actors.learner.actors)})
-    return lanes
 
 
 @dataclass(frozen=True)
@@ -88,6 +86,15 @@ class BenchFigures:
     bound: str
     verdict: str
     learner: LearnerCompute
+    tree_pss_mb: float
+    """Peak PSS (MiB) of the driver's process tree over the measured steps: the driver and, when it started Ray
+    here, every Ray process (actors included); shared pages are counted once."""
+    processes: int
+    """Processes in that tree at its peak."""
+
+    def memory_summary(self) -> str:
+        """One line for bench.md: the process tree's peak PSS and its processes."""
+        return f"process tree (driver + Ray) peak PSS {self.tree_pss_mb:.0f} MiB in {self.processes} processes"
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,7 @@ def analyse(collector: SpanCollector, config: Config, warmup: int, device_name: 
     stage_s = {stage: float(np.mean([m.get(f"time/{stage}", 0.0) for m in measured])) for stage in DRIVER_STAGES}
     per_step = {lane: busy / len(measured) for lane, busy in lane_busy.items()}
     bound, verdict = _verdict(per_step, stage_s, config)
+    _, tree_pss_mb, processes = max((m for m in collector.tree_memory if m[0] in steps), key=lambda m: m[1])
     return BenchFigures(
         steps=len(measured), wall_s=wall, samples_per_s=samples / wall,
         # In async mode the driver's generate stage is only the wait for generation that overlapped
@@ -192,7 +200,7 @@ def analyse(collector: SpanCollector, config: Config, warmup: int, device_name: 
         actor_trained_tokens_per_s=tokens / max(training, 1e-9),
         stage_s=stage_s, busy_fraction={lane: busy / wall for lane, busy in lane_busy.items()},
         lane_s_per_step=per_step, bound=bound, verdict=verdict,
-        learner=learner_compute(config, measured, device_name),
+        learner=learner_compute(config, measured, device_name), tree_pss_mb=tree_pss_mb, processes=processes,
     )
 
 
@@ -209,14 +217,24 @@ def _verdict(per_step: dict[str, float], stage_s: dict[str, float], config: Conf
     advice = {
         "rollout": "add generators (generator.replicas), use the vllm backend, or turn on algorithm.async_steps=1 "
                    "so generation overlaps learning",
-        "reward": f"channel {lane.removeprefix('reward-')!r} is the slowest: give it its own GPU (device: gpu), "
-                  "replicas, a faster model, or a tighter timeout_s",
+        "reward": _reward_advice(lane.removeprefix("reward-"), config),
         "learner": "add learner ranks (learner.ranks), raise learner.micro_batch_size, or turn on "
                    "algorithm.async_steps=1 to hide generation behind learning",
     }[bound]
     if config.algorithm.async_steps == 0 and bound != "rollout" and candidates["rollout"][1] > 0.3 * seconds:
         advice += "; async_steps=1 would also overlap the rollout time"
     return bound, f"{bound}-bound: per step {figures}. Next: {advice}."
+
+
+def _reward_advice(actor: str, config: Config) -> str:
+    """What to change when reward actor ``actor`` (a lane name without ``reward-``) bounds the step."""
+    hosted = next(([config.rewards[i].name for i in spec.channels] for spec in reward_actors(config.rewards)
+                   if spec.name == actor), [])
+    if len(hosted) > 1:
+        return (f"reward actor {actor!r} (channels {', '.join(hosted)}) is the slowest: give its slowest channel "
+                "(reward_seconds/<channel>) an actor of its own (actor: own), or a tighter timeout_s")
+    return (f"channel {actor!r} is the slowest: give it its own GPU (device: gpu), replicas, a faster model, "
+            "or a tighter timeout_s")
 
 
 def sweep_points(sweeps: list[str]) -> list[dict[str, str]]:

@@ -38,6 +38,7 @@ def markdown(points: list[dict[str, Any]], baselines: Baselines | None) -> str:
             lines.append(f"| {name} | {ratio.raw_tokens_per_s:.0f} | {ratio.median:.2f} ({min(ratio.actor):.2f}-"
                          f"{max(ratio.actor):.2f}) | {ratio.driver_median:.2f} |")
     lines += [""] + [f"- **{_label(p)}**: {p['figures'].learner.summary()}" for p in points]
+    lines += [f"- **{_label(p)}**: {p['figures'].memory_summary()}" for p in points]
     lines += [f"- **{_label(p)}**: {p['figures'].verdict}" for p in points]
     lines += [f"- **noisy**: {flag}" for flag in (baselines.flags() if baselines else [])]
     busy = points[0]["figures"].busy_fraction

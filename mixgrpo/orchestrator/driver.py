@@ -21,7 +21,6 @@ from mixgrpo.actors.backends import vllm_available
 from mixgrpo.actors.clip_policy import check_clip_inputs
 from mixgrpo.actors.generator import Generator
 from mixgrpo.actors.models import check_model_path
-from mixgrpo.actors.reward import RewardWorker
 from mixgrpo.config import Config, dump_config
 from mixgrpo.errors import InputError
 from mixgrpo.faults import failpoint
@@ -39,12 +38,14 @@ from mixgrpo.orchestrator.placement import (
     plan_slots,
     remote_class,
     reserved,
+    reward_actors,
     start_ray,
 )
 from mixgrpo.orchestrator.poster_grid import write_poster_grid
 from mixgrpo.orchestrator.prompt_lengths import load_task
 from mixgrpo.orchestrator.reward_maps import write_reward_overlays
 from mixgrpo.orchestrator.rollouts import ColocatedRankLost, RolloutPipeline
+from mixgrpo.orchestrator.scoring import start_reward_hosts
 from mixgrpo.orchestrator.step import StepLoop
 from mixgrpo.rewards.channels import ChannelOptionsError, build_channel
 from mixgrpo.rundir import METRICS, ROLLOUTS
@@ -132,6 +133,7 @@ class Actors:
 
     generators: list[Any]
     rewards: list[Any]
+    """RewardHost actors in ``placement.reward_actors`` order (one per shared group or channel replica)."""
     learner: LearnerGroup
     learner_options: list[dict[str, Any]]
     """Placement of each learner rank, to recreate the group after a failure."""
@@ -151,15 +153,25 @@ class Actors:
             "learner": self.learner.placements(),
         }
 
+    def by_name(self, config: Config) -> dict[str, Any]:
+        """Every actor under its lane name: generator-<i>, reward-<group, channel or channel-k>, learner-<i>."""
+        actors = {f"generator-{i}": g for i, g in enumerate(self.generators)}
+        actors.update({f"reward-{spec.name}": host for spec, host in zip(reward_actors(config.rewards), self.rewards)})
+        actors.update({f"learner-{i}": a for i, a in enumerate(self.learner.actors)})
+        return actors
+
 
 def create_actors(config: Config, group: Any, slots: list[Slot]) -> Actors:
-    """One actor per slot, each pinned to its placement-group bundle (the placement is logged, with why)."""
+    """One actor per slot, each pinned to its placement-group bundle (the placement is logged, with why).
+
+    The reward slots are those of ``reward_actors(config.rewards)``, in its order: one RewardHost each.
+    """
     placement, reason = choose_placement(config)
     logger.info("placement: %s (%s)", placement, reason)
     by_role: dict[str, list[Slot]] = {}
     for slot in slots:
         by_role.setdefault(slot.role, []).append(slot)
-    remote_generator, remote_reward = remote_class(Generator), remote_class(RewardWorker)
+    remote_generator = remote_class(Generator)
     restartable = {"max_restarts": config.cluster.max_actor_restarts}
     generators = [
         remote_generator.options(**actor_options(group, slots, slot), **restartable).remote(
@@ -167,10 +179,9 @@ def create_actors(config: Config, group: Any, slots: list[Slot]) -> Actors:
         )
         for slot in by_role.get("generator", [])
     ]
-    rewards = [
-        remote_reward.options(**actor_options(group, slots, slot), **restartable).remote(config.rewards[slot.index])
-        for slot in by_role["reward"]
-    ]
+    reward_slots = dict(zip(reward_actors(config.rewards), by_role["reward"], strict=True))
+    rewards = start_reward_hosts(config.rewards,
+                                 lambda spec: {**actor_options(group, slots, reward_slots[spec]), **restartable})
     learner_options = [actor_options(group, slots, slot) for slot in by_role["learner"]]
     colocated = placement == "colocated"
     return Actors(generators, rewards, LearnerGroup(config, learner_options, colocated), learner_options, colocated)
@@ -250,6 +261,10 @@ def _run_steps(config: Config, task: Task, actors: Actors, run_dir: Path, resume
                            tensorboard=config.run.tensorboard, progress=config.run.progress)
     for role, places in actors.placements().items():  # also waits until every actor is up
         logger.info("%s actors on %s", role, [(p["node_id"][:8], p["gpu_ids"]) for p in places])
+    if logger.isEnabledFor(logging.DEBUG):
+        named = actors.by_name(config)
+        memory = ray.get([actor.proportional_memory_mb.remote() for actor in named.values()])
+        logger.debug("actor processes' PSS: %s", ", ".join(f"{n} {m:.0f} MiB" for n, m in zip(named, memory)))
     pipeline = RolloutPipeline(actors.rollout_actors, task, colocated=actors.colocated)
     start, version = 0, 0
     checkpoint = load_latest_checkpoint(run_dir) if resume else None

@@ -28,15 +28,14 @@ import torch
 
 from mixgrpo.actors.clip_policy import ClipPolicy
 from mixgrpo.actors.generator import Generator
-from mixgrpo.actors.reward import RewardWorker
 from mixgrpo.batch import PromptBatch
 from mixgrpo.config import Config, LoraConfig
 from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.dynamic_sampling import Scorer
-from mixgrpo.orchestrator.placement import remote_class, start_ray
+from mixgrpo.orchestrator.placement import remote_class, reward_actors, start_ray
 from mixgrpo.orchestrator.prompt_lengths import load_task
 from mixgrpo.orchestrator.rollouts import RolloutPipeline
-from mixgrpo.orchestrator.scoring import score_all_channels
+from mixgrpo.orchestrator.scoring import score_all_channels, start_reward_hosts
 from mixgrpo.tasks import Task
 from mixgrpo.tasks.files import read_prompt_file
 
@@ -136,7 +135,7 @@ def evaluate_adapter(config: Config, adapter: Path | None) -> dict[str, Any]:
     started_ray = start_ray(config.cluster)
     actors: list[Any] = []
     try:
-        count = (1 if clip else config.generator.replicas) + sum(c.replicas for c in config.rewards)
+        count = (1 if clip else config.generator.replicas) + len(reward_actors(config.rewards))
         cpus = min(1.0, ray.cluster_resources().get("CPU", 1.0) / count)
         gpu = 1 if config.cluster.gpus > 0 else 0
         if clip:
@@ -150,8 +149,8 @@ def evaluate_adapter(config: Config, adapter: Path | None) -> dict[str, Any]:
             generators = [remote_class(Generator).options(num_cpus=cpus, num_gpus=gpu).remote(
                 config.model, lora, config.generator, config.run.seed, index)
                 for index in range(config.generator.replicas)]
-        workers = [remote_class(RewardWorker).options(num_cpus=cpus, num_gpus=gpu if c.device == "gpu" else 0).remote(c)
-                   for c in config.rewards for _ in range(c.replicas)]
+        workers = start_reward_hosts(config.rewards, lambda spec: {
+            "num_cpus": cpus, "num_gpus": gpu if config.rewards[spec.channels[0]].device == "gpu" else 0})
         actors = generators + workers
         pipeline = RolloutPipeline(generators, task)
         if tensors is not None:

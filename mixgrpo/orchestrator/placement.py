@@ -5,6 +5,10 @@ Disaggregated placement: with ``cluster.gpus > 0`` each generator, each
 whole GPU; CPU channels get CPU-only bundles. Without GPUs the same bundles ask
 for fractions of the CPUs, so every actor fits on a laptop.
 
+Reward actors: channels naming the same ``actor`` group share one actor process, and so do the cheap rule
+channels that name none (the automatic group ``cpu-light``, ``reward_actors``); every other channel gets
+an actor per replica. One bundle per actor, not per channel.
+
 Colocated placement: there are no generator actors; each learner rank generates
 its own shard on its own bundle (one GPU, or on a CPU-only cluster an equal
 share of the whole CPUs). CPU reward actors there reserve no CPU and run in the
@@ -19,8 +23,8 @@ import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Iterator
 
 import ray
 from ray.util.placement_group import (
@@ -30,9 +34,13 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from mixgrpo.config import ClusterConfig, Config
+from mixgrpo.config import ClusterConfig, Config, RewardChannelConfig
 from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.events import Traced, traced_methods
+from mixgrpo.rewards.channels.base import SHARED_ACTOR_KINDS
+
+if TYPE_CHECKING:
+    import psutil
 
 _STRATEGIES = {"pack": "PACK", "spread": "SPREAD"}
 
@@ -44,13 +52,55 @@ class Slot:
     role: str
     """generator | reward | learner."""
     index: int
-    """Replica, channel or rank index within the role."""
+    """Generator replica or learner rank; reward: the index of its actor's first channel."""
     cpus: float
     """CPUs reserved (fractions on a CPU machine)."""
     gpus: int
     """0 or 1."""
     replica: int = 0
     """Reward channels with ``replicas: N``: which of the channel's N actors (0 for other roles)."""
+
+
+AUTO_GROUP = "cpu-light"
+"""The actor group of every channel of a ``SHARED_ACTOR_KINDS`` kind on cpu with replicas 1 and no ``actor``."""
+
+
+@dataclass(frozen=True)
+class RewardActorSpec:
+    """One reward actor: which channels it hosts, under which name."""
+
+    name: str
+    """Its group, or (an actor of its own) its channel's name, ``<channel>-<k>`` for replica k of several."""
+    channels: tuple[int, ...]
+    """Indices into ``config.rewards`` of the channels it hosts, in config order."""
+    replica: int = 0
+    """A channel with ``replicas: N``: which of its N actors (0 otherwise)."""
+
+
+def actor_group(channel: RewardChannelConfig) -> str | None:
+    """The group whose actor ``channel`` joins; None when it gets actors of its own."""
+    if channel.actor is not None:
+        return channel.shared_group
+    automatic = channel.kind in SHARED_ACTOR_KINDS and channel.device == "cpu" and channel.replicas == 1
+    return AUTO_GROUP if automatic else None
+
+
+def reward_actors(channels: list[RewardChannelConfig]) -> list[RewardActorSpec]:
+    """Every reward actor of a run, in the order of the first channel each hosts (a group where it first appears)."""
+    specs: list[RewardActorSpec] = []
+    groups: dict[str, int] = {}
+    for index, channel in enumerate(channels):
+        group = actor_group(channel)
+        if group is None:
+            names = [channel.name] if channel.replicas == 1 else [f"{channel.name}-{k}" for k in range(channel.replicas)]
+            specs += [RewardActorSpec(name, (index,), replica) for replica, name in enumerate(names)]
+        elif group in groups:
+            spec = specs[groups[group]]
+            specs[groups[group]] = replace(spec, channels=(*spec.channels, index))
+        else:
+            groups[group] = len(specs)
+            specs.append(RewardActorSpec(group, (index,)))
+    return specs
 
 
 def disaggregated_gpus(config: Config) -> int:
@@ -81,15 +131,16 @@ def choose_placement(config: Config) -> tuple[str, str]:
 def plan_slots(config: Config, total_cpus: float) -> list[Slot]:
     """Bundles for every actor of the run, for the placement ``choose_placement`` picks.
 
-    Disaggregated: generators, then channels (each replica of a channel, in order: one actor and one
-    GPU each for ``device: gpu``), then learner ranks. Colocated: channels, then learner ranks.
+    Disaggregated: generators, then reward actors (``reward_actors``: one per group, one per replica of
+    any other channel, one GPU each for ``device: gpu``), then learner ranks. Colocated: reward actors,
+    then learner ranks.
     """
     use_gpus = config.cluster.gpus > 0
     colocated = choose_placement(config)[0] == "colocated"
     generators = 0 if colocated else config.generator.replicas
     roles = [("generator", i, use_gpus, 0) for i in range(generators)]
-    roles += [("reward", i, use_gpus and c.device == "gpu", r)
-              for i, c in enumerate(config.rewards) for r in range(c.replicas)]
+    roles += [("reward", spec.channels[0], use_gpus and config.rewards[spec.channels[0]].device == "gpu", spec.replica)
+              for spec in reward_actors(config.rewards)]
     roles += [("learner", i, use_gpus, 0) for i in range(config.learner.ranks)]
     needed = sum(1 for _, _, gpu, _ in roles if gpu)
     if needed > config.cluster.gpus:
@@ -200,6 +251,41 @@ class Introspect:
         import psutil
 
         return psutil.Process().memory_info().rss / 2**20
+
+    def proportional_memory_mb(self) -> float:
+        """PSS of this actor's process in MiB (``process_pss``), logged by the driver at startup."""
+        import psutil
+
+        return process_pss(psutil.Process()) / 2**20
+
+
+def process_pss(process: "psutil.Process") -> int:
+    """Proportional set size of ``process`` in bytes (shared pages split between the processes mapping them);
+    its RSS where the OS reports no PSS (macOS)."""
+    memory = process.memory_full_info()
+    return getattr(memory, "pss", memory.rss)
+
+
+def tree_pss(root: "psutil.Process") -> tuple[float, int]:
+    """(PSS in bytes summed over ``root`` and its descendants, number of processes); vanished ones skipped.
+
+    For the driver's process that is the whole run when it started Ray here: Ray's own processes
+    and every actor's worker are its descendants.
+    """
+    import psutil
+
+    try:
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0, 0
+    total, counted = 0.0, 0
+    for process in processes:
+        try:
+            total += process_pss(process)
+            counted += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return total, counted
 
 
 def remote_class(cls: type) -> Any:

@@ -47,7 +47,7 @@ def _explain_channel(channel: RewardChannelConfig, worker: Any, rows: list[dict[
         metadata=[metadata_by_id.get(r["prompt_id"], {}) for r in rows],
         completion_tokens=[int(r["completion_tokens"]) for r in rows],
     )
-    maps = ray.get(worker.reward_maps.remote(batch), timeout=channel.timeout_s + DRIVER_GRACE_S)
+    maps = ray.get(worker.reward_maps.remote(channel.name, batch), timeout=channel.timeout_s + DRIVER_GRACE_S)
     written = []
     for rank, (row, item) in enumerate(zip(rows, maps)):
         if item is None:

@@ -1,12 +1,16 @@
 """Scoring every reward channel of a step at once, each under its own deadline.
 
-The batch is put in the object store once; every RewardWorker gets the same
-references. A channel with ``replicas: N`` has N workers, each scoring its
-contiguous share of the completions (rows passed by reference, no second copy
-of the batch); their values are written back in order. The driver waits with
-``ray.wait`` until each channel's timeout (the worker enforces it too; the
-driver's grace covers a worker that is stuck or dead): a late, failed or dead
-channel (or replica) is null for the step (its rows), never a stall.
+The batch is put in the object store once; every reward actor (a RewardHost:
+the channels of a shared ``actor`` group, or one channel; see
+``placement.reward_actors``) gets the same references and one call per part,
+scoring its channels one after another. A channel with ``replicas: N`` has N
+actors, each scoring its contiguous share of the completions (rows passed by
+reference, no second copy of the batch); their values are written back in
+order. Each channel's worker enforces its own ``timeout_s``; the driver waits
+with ``ray.wait`` until the call's deadline, the sum of its channels' timeouts
+plus a grace (which covers an actor that is stuck or dead): a late, failed or
+dead channel (or replica) is null for the step (its rows), never a stall. A
+call that misses the driver's deadline nulls every channel in it.
 
 Streaming. With several generator replicas the step loop does not wait for the
 slowest shard before scoring: ``ScoringRound.add`` starts every channel on each
@@ -26,6 +30,12 @@ the actor dead (``ActorDiedError``: restarts used up), the channel's ``on_dead``
 decides: ``disable`` (null for the rest of the run, counted ``disabled``, one
 loud log line) or ``stop`` (``RewardChannelDead``; the driver checkpoints and
 saves the adapter first).
+
+Shared actors. A restart ends the whole process, so every channel of a shared
+actor is restarted with the one that was stuck, late or crashed: each of the
+others counts it as ``shared_restarts`` (their values of the step still count),
+and all of them spend the same ``cluster.max_actor_restarts``; an actor dead for
+good applies each of its channels' ``on_dead``.
 """
 
 from __future__ import annotations
@@ -34,15 +44,16 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import ray
 
-from mixgrpo.actors.reward import STUCK
+from mixgrpo.actors.reward import STUCK, RewardHost
 from mixgrpo.batch import PromptBatch, RolloutBatch
 from mixgrpo.config import RewardChannelConfig
 from mixgrpo.orchestrator.dead_channel import RewardChannelDead
+from mixgrpo.orchestrator.placement import RewardActorSpec, remote_class, reward_actors
 
 logger = logging.getLogger("mixgrpo.scoring")
 
@@ -54,6 +65,9 @@ RESTART_WAIT_S = 300.0
 
 DISABLED = "disabled"
 """Counter of a step in which a channel was not scored because its actor is dead (``on_dead: disable``)."""
+
+SHARED_RESTARTS = "shared_restarts"
+"""Counter of a channel whose shared actor was restarted for another channel in it (stuck, late or crashed)."""
 
 
 @dataclass(frozen=True)
@@ -68,15 +82,29 @@ class StepScores:
     """channel name -> scoring wall time reported by the worker (the slowest replica)."""
 
 
+def start_reward_hosts(channels: list[RewardChannelConfig],
+                       options: Callable[[RewardActorSpec], dict[str, Any]]) -> list[Any]:
+    """One RewardHost actor per ``reward_actors(channels)`` entry, in that order, each with ``.options(**options(spec))``."""
+    remote = remote_class(RewardHost)
+    return [remote.options(**options(spec)).remote([channels[i] for i in spec.channels])
+            for spec in reward_actors(channels)]
+
+
 def group_workers(workers: list[Any], channels: list[RewardChannelConfig]) -> list[list[Any]]:
-    """The flat, channel-major worker list (``replicas`` actors per channel) split per channel."""
-    if len(workers) != sum(c.replicas for c in channels):
-        raise ValueError(f"{len(workers)} reward workers for channels needing {sum(c.replicas for c in channels)}")
-    groups, start = [], 0
-    for channel in channels:
-        groups.append(workers[start:start + channel.replicas])
-        start += channel.replicas
-    return groups
+    """Per channel, the actors scoring it (one per replica), from the actor list in ``reward_actors`` order."""
+    specs = _checked_specs(workers, channels)
+    hosts: list[list[Any]] = [[] for _ in channels]
+    for spec, worker in zip(specs, workers):
+        for index in spec.channels:
+            hosts[index].append(worker)
+    return hosts
+
+
+def _checked_specs(workers: list[Any], channels: list[RewardChannelConfig]) -> list[RewardActorSpec]:
+    specs = reward_actors(channels)
+    if len(workers) != len(specs):
+        raise ValueError(f"{len(workers)} reward workers for channels needing {len(specs)} reward actors")
+    return specs
 
 
 def replica_rows(n: int, replicas: int) -> list[np.ndarray]:
@@ -108,7 +136,7 @@ def score_all_channels(
 ) -> StepScores:
     """Score all channels (and all replicas of each) concurrently; (N, R) rewards, nulls for what failed.
 
-    ``workers`` is channel-major with ``channel.replicas`` actors per channel; replica k
+    ``workers`` are the RewardHost actors in ``reward_actors(channels)`` order; replica k
     of a channel scores the k-th contiguous share of the completions. ``disabled`` (the
     caller keeps it across steps) names channels whose actor is dead: they are null and
     counted ``disabled``; a channel whose actor dies for good in this step is added to it,
@@ -124,16 +152,16 @@ class ScoringRound:
 
     ``add(prompts, rollouts, offset)`` puts a part (rows ``offset .. offset + len(rollouts)`` of the
     whole batch, its ``prompt_index`` relative to ``prompts``) in the object store and starts every
-    channel's calls on it at once, each with its own deadline (after the deadline of the worker's
-    previous call: an actor's calls queue); ``finish()`` waits for them all,
-    has stuck, late or crashed workers restarted (once each) and returns the whole batch's scores.
+    actor on it at once (one call for all its channels), each call with its own deadline (after the
+    deadline of the actor's previous call: an actor's calls queue); ``finish()`` waits for them all,
+    has stuck, late or crashed actors restarted (once each) and returns the whole batch's scores.
     A channel's counters and seconds add up over the parts (its calls run one after another).
     """
 
     def __init__(self, workers: list[Any], channels: list[RewardChannelConfig],
                  disabled: set[str] | None = None) -> None:
         self.channels = channels
-        self.groups = group_workers(workers, channels)
+        self.actors = list(zip(_checked_specs(workers, channels), workers))
         self.disabled = set() if disabled is None else disabled
         self.heads = [head for channel in channels for head in channel.head_names]
         self.counters: dict[str, dict[str, int]] = {head: {} for head in self.heads}
@@ -141,69 +169,81 @@ class ScoringRound:
             if channel.name in self.disabled:
                 _add(self.counters, _head_counters(channel, {DISABLED: 1}))
         self.rows = 0
-        self._pending: dict[Any, tuple[RewardChannelConfig, Any, np.ndarray]] = {}
+        self._pending: dict[Any, tuple[int, list[RewardChannelConfig], np.ndarray]] = {}
+        """call -> (actor index, the channels it scores, its rows of the whole batch)."""
         self._deadlines: dict[Any, float] = {}
         self._values: list[tuple[np.ndarray, int, np.ndarray]] = []
         """(rows of the whole batch, head column, values) of every answered call."""
         self._busy: dict[tuple[str, int], float] = {}
-        """(channel, replica) -> seconds its calls took inside the worker."""
+        """(channel, actor index) -> seconds its calls took inside the worker."""
         self._queue_end: dict[int, float] = {}
-        """id(worker) -> the deadline of its last call so far (its calls queue on the actor)."""
+        """actor index -> the deadline of its last call so far (its calls queue on the actor)."""
+
+    def _hosted(self, spec: RewardActorSpec) -> list[RewardChannelConfig]:
+        return [self.channels[i] for i in spec.channels if self.channels[i].name not in self.disabled]
 
     def add(self, prompts: PromptBatch, rollouts: RolloutBatch, offset: int) -> None:
-        """Start every (non-disabled) channel on this part of the batch."""
+        """Start every actor on this part of the batch, for its channels that are not disabled."""
         prompts_ref, rollouts_ref = ray.put(prompts), ray.put(rollouts)
         now = time.monotonic()
-        for channel, group in zip(self.channels, self.groups):
-            if channel.name in self.disabled:
+        for index, (spec, worker) in enumerate(self.actors):
+            hosted = self._hosted(spec)
+            if not hosted:
                 continue
-            if len(group) == 1:
-                calls = [(group[0], group[0].score.remote(prompts_ref, rollouts_ref), np.arange(len(rollouts)))]
-            else:
-                calls = [(worker, worker.score.remote(prompts_ref, rollouts_ref, rows), rows)
-                         for worker, rows in zip(group, replica_rows(len(rollouts), len(group)))]
-            for worker, ref, rows in calls:
-                # an actor runs its calls one after another: this one may first wait for the previous part's
-                deadline = max(now, self._queue_end.get(id(worker), now)) + channel.timeout_s + DRIVER_GRACE_S
-                self._queue_end[id(worker)] = deadline
-                self._pending[ref] = (channel, worker, offset + rows)
-                self._deadlines[ref] = deadline
+            shares = replica_rows(len(rollouts), hosted[0].replicas)  # one share unless a channel's replica
+            if spec.replica >= len(shares):
+                continue  # fewer completions than replicas: this one has none
+            rows = shares[spec.replica]
+            ref = worker.score.remote([c.name for c in hosted], prompts_ref, rollouts_ref,
+                                      rows if len(shares) > 1 else None)
+            # an actor runs its calls one after another: this one may first wait for the previous part's
+            deadline = (max(now, self._queue_end.get(index, now)) + sum(c.timeout_s for c in hosted)
+                        + DRIVER_GRACE_S)
+            self._queue_end[index] = deadline
+            self._pending[ref] = (index, hosted, offset + rows)
+            self._deadlines[ref] = deadline
         self.rows = max(self.rows, offset + len(rollouts))
 
     def finish(self) -> StepScores:
         """Wait for every call (each until its deadline), restart what must be, assemble the (N, R) scores."""
         column = {head: index for index, head in enumerate(self.heads)}
-        to_restart: dict[int, tuple[RewardChannelConfig, Any, str]] = {}
-        """id(worker) -> (channel, worker, why): why is crashed (Ray restarts it by itself), stuck or late."""
+        to_restart: dict[int, tuple[str, set[str]]] = {}
+        """actor index -> (why, the channels it is restarted for): why is crashed (Ray restarts it by
+        itself), stuck or late."""
         pending = self._pending
         while pending:
             wait_s = max(0.0, min(self._deadlines[ref] for ref in pending) - time.monotonic())
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait_s)
             for ref in ready:
-                channel, worker, rows = pending.pop(ref)
+                index, hosted, rows = pending.pop(ref)
                 try:
-                    result = ray.get(ref)
+                    results = ray.get(ref)
                 except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
-                    _add(self.counters, _head_counters(channel, {"actor_errors": 1}))
-                    logger.warning("reward channel %r: actor failed: %s", channel.name, str(error).splitlines()[0])
-                    to_restart.setdefault(id(worker), (channel, worker, "crashed"))
+                    for channel in hosted:
+                        _add(self.counters, _head_counters(channel, {"actor_errors": 1}))
+                    logger.warning("%s: actor failed: %s", _label(self.actors[index][0], hosted),
+                                   str(error).splitlines()[0])
+                    _blame(to_restart, index, "crashed", hosted)
                     continue
-                for head, values in result.values.items():
-                    if head in column:
-                        self._values.append((rows, column[head], values))
-                _add(self.counters, _head_counters(channel, result.counters))
-                key = (channel.name, id(worker))
-                self._busy[key] = self._busy.get(key, 0.0) + result.seconds
-                if result.counters.get(STUCK):
-                    to_restart.setdefault(id(worker), (channel, worker, STUCK))
+                for channel in hosted:
+                    result = results[channel.name]
+                    for head, values in result.values.items():
+                        if head in column:
+                            self._values.append((rows, column[head], values))
+                    _add(self.counters, _head_counters(channel, result.counters))
+                    key = (channel.name, index)
+                    self._busy[key] = self._busy.get(key, 0.0) + result.seconds
+                    if result.counters.get(STUCK):
+                        _blame(to_restart, index, STUCK, [channel])
             for ref in [r for r in pending if self._deadlines[r] <= time.monotonic()]:
-                channel, worker, _ = pending.pop(ref)
-                _add(self.counters, _head_counters(channel, {"timeouts": 1}))
-                logger.warning("reward channel %r: no answer within its deadline; null for this step", channel.name)
-                to_restart[id(worker)] = (channel, worker, "late")  # late wins: the worker is busy, kill it
-        for channel, worker, why in to_restart.values():
-            if channel.name not in self.disabled and not _restarted(worker, channel, why):
-                _on_dead(channel, self.disabled)
+                index, hosted, _ = pending.pop(ref)
+                for channel in hosted:
+                    _add(self.counters, _head_counters(channel, {"timeouts": 1}))
+                logger.warning("%s: no answer within its deadline; null for this step",
+                               _label(self.actors[index][0], hosted))
+                _blame(to_restart, index, "late", hosted, wins=True)  # the actor is busy: kill it
+        for index, (why, culprits) in to_restart.items():
+            self._restart(index, why, culprits)
         rewards = np.full((self.rows, len(self.heads)), np.nan)
         for rows, index, values in self._values:
             rewards[rows, index] = values
@@ -211,6 +251,33 @@ class ScoringRound:
         for (name, _), spent in self._busy.items():
             seconds[name] = max(seconds.get(name, 0.0), spent)  # replicas run side by side: the slowest
         return StepScores(rewards=rewards, counters=self.counters, seconds=seconds)
+
+    def _restart(self, index: int, why: str, culprits: set[str]) -> None:
+        """Have actor ``index`` restarted for ``culprits``; the others it hosts count a shared restart."""
+        spec, worker = self.actors[index]
+        hosted = self._hosted(spec)
+        if not hosted:
+            return
+        for channel in hosted:
+            if channel.name not in culprits:
+                _add(self.counters, _head_counters(channel, {SHARED_RESTARTS: 1}))
+        if not _restarted(worker, _label(spec, hosted), sum(c.timeout_s for c in hosted) + DRIVER_GRACE_S, why):
+            for channel in hosted:
+                _on_dead(channel, self.disabled)
+
+
+def _blame(to_restart: dict[int, tuple[str, set[str]]], index: int, why: str,
+           channels: list[RewardChannelConfig], wins: bool = False) -> None:
+    """Mark actor ``index`` for a restart because of ``channels``; ``wins``: ``why`` replaces an earlier reason."""
+    earlier, culprits = to_restart.get(index, (why, set()))
+    to_restart[index] = (why if wins else earlier, culprits | {c.name for c in channels})
+
+
+def _label(spec: RewardActorSpec, channels: list[RewardChannelConfig]) -> str:
+    """How logs name an actor: by its one channel, or by its group and channels."""
+    if len(channels) == 1:
+        return f"reward channel {channels[0].name!r}"
+    return f"reward actor {spec.name!r} (channels {', '.join(c.name for c in channels)})"
 
 
 _RESTART_REASONS = {"crashed": "its actor died", STUCK: "a timed-out call still runs inside its actor",
@@ -222,14 +289,14 @@ def _exit_process(actor: Any) -> None:
     os._exit(1)
 
 
-def _restarted(worker: Any, channel: RewardChannelConfig, why: str) -> bool:
+def _restarted(worker: Any, label: str, patience: float, why: str) -> bool:
     """Have Ray restart ``worker`` (``why``: crashed, Ray already does; stuck; late) and wait until it answers.
 
     False when Ray reports it dead for good (restarts used up) or it is not back within
-    RESTART_WAIT_S; a line is logged at least every ``timeout_s + DRIVER_GRACE_S`` of waiting.
+    RESTART_WAIT_S; a line naming ``label`` is logged at least every ``patience`` seconds of waiting
+    (the actor's call budget: its channels' timeouts plus the grace).
     """
-    patience = channel.timeout_s + DRIVER_GRACE_S
-    logger.warning("reward channel %r: %s; waiting for Ray to restart it", channel.name, _RESTART_REASONS[why])
+    logger.warning("%s: %s; waiting for Ray to restart it", label, _RESTART_REASONS[why])
     if why == STUCK:  # idle: it ends its own process, so the poll below cannot be answered by the old one
         try:
             ray.get(worker.__ray_call__.remote(_exit_process), timeout=patience)
@@ -252,8 +319,7 @@ def _restarted(worker: Any, channel: RewardChannelConfig, why: str) -> bool:
                 ray.kill(worker, no_restart=True)  # never back mid-run in an unknown state
                 return False
             if now - last_log >= patience:
-                logger.warning("reward channel %r: still waiting for Ray to restart its actor (%.0fs)",
-                               channel.name, now - started)
+                logger.warning("%s: still waiting for Ray to restart its actor (%.0fs)", label, now - started)
                 last_log = now
             time.sleep(0.5)
 

@@ -33,7 +33,8 @@ def _run(tmp_path, *overrides):
 
 def test_killed_reward_actor_is_null_for_that_step_and_scores_again_next_step(plan, tmp_path):
     plan.arm(kill("reward-format", at="score", step=1))
-    config, rows, _ = _run(tmp_path, "run.steps=4")
+    # an actor of its own: killed, it nulls only its channel (test_shared_reward_actors: a shared actor's crash)
+    config, rows, _ = _run(tmp_path, "run.steps=4", "rewards.format.actor=own")
     assert plan.fired() == 1
     assert [r["null_rate/format"] for r in rows] == [0.0, 1.0, 0.0, 0.0]
     assert rows[1]["failures/format/actor_errors"] == 1

@@ -149,6 +149,14 @@ KIND_EXTRAS: dict[str, tuple[str, ...]] = {
 }
 """Built-in kind -> the package extras (pyproject ``[project.optional-dependencies]``) it needs; others need none."""
 
+SHARED_ACTOR_KINDS: frozenset[str] = frozenset(
+    {"regex", "length", "overlong", "exact_match", "numeric_match", "numeric_distance"})
+"""Built-in kinds that share one reward actor by default (``rewards.<name>.actor`` unset, ``device: cpu``,
+``replicas: 1``): pure-Python rules that import nothing heavy and answer in milliseconds. Not here, so each
+keeps an actor of its own unless its config names a group: ``python`` (a user callable may load a model, hang
+or call out: its restarts must not take other channels along), ``http`` (I/O bound and slow: it must not
+delay the others), and the image and model kinds (renders, ocr, color, clipscore, reward_model)."""
+
 CHANNEL_KINDS: dict[str, ChannelKind] = {}
 """The kinds registered so far in this process (built-in modules join on first use)."""
 
