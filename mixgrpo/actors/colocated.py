@@ -14,11 +14,12 @@ then trains, in turn. It composes a ``Learner`` and a ``Generator``:
 
 Threads: generation runs ``generator.threads`` torch threads and learning
 ``learner.threads``, each capped at ``max_threads`` (the whole CPUs the rank
-reserved), so the process never runs more threads than it reserved cores. The
-defaults (1) stay fast under load: on this 2-core machine with a load average of
-about 20, the default job's step took 2.7 s with one thread and 25 s with two
-(two OpenMP threads wait on each other when other processes hold the cores).
-On an idle machine ``learner.threads=2 generator.threads=2`` let one rank use both cores.
+reserved), so the process never runs more threads than it reserved cores. With
+``auto`` (the default) each phase runs on the reserved cores that other processes
+left idle since the previous phase (``mixgrpo.threads.IdleCores``): all of them on
+an idle machine, one when other jobs hold the cores (there two OpenMP threads wait
+on each other: on this 2-core machine at a load average of about 20 the default
+job's step took 2.7 s with one thread and 25 s with two).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from mixgrpo.actors.models import load_tokenizer
 from mixgrpo.batch import PromptBatch, RolloutBatch, TrainBatch
 from mixgrpo.builtin import resolve_model_path
 from mixgrpo.config import GeneratorConfig, LearnerConfig, LossSettings, ModelConfig
+from mixgrpo.threads import IdleCores
 
 
 class ColocatedRank:
@@ -51,8 +53,6 @@ class ColocatedRank:
         world_size: int = 1,
         max_threads: int = 1,
     ) -> None:
-        learner = learner.model_copy(update={"threads": min(learner.threads, max_threads)})
-        sampling = sampling.model_copy(update={"threads": min(sampling.threads, max_threads)})
         self.learner = Learner(model, learner, loss, sampling.temperature, seed, rank, world_size,
                                max_new_tokens=sampling.max_new_tokens)
         backend = None
@@ -62,13 +62,15 @@ class ColocatedRank:
         self.shares_weights = backend is not None
         """True when generation runs on the learner's own model (hf); False for a vllm engine."""
         self.generator = Generator(model, learner.lora, sampling, seed, replica=rank, backend=backend)
-        self.threads = {"generate": sampling.threads, "learn": learner.threads}
-        """Torch threads of each phase."""
+        self.thread_settings = {"generate": sampling.threads, "learn": learner.threads}
+        self.idle_cores = IdleCores(max_threads)
+        self.threads = {"generate": 1, "learn": 1}
+        """Torch threads each phase ran last."""
 
     def generate(self, prompts: PromptBatch, step: int, **options: Any) -> RolloutBatch:
         """Rollouts of this rank's shard from the adapter the learner holds now (``Generator.generate``)."""
         self._sync_generator()
-        torch.set_num_threads(self.threads["generate"])
+        self._set_threads("generate")
         self.learner.model.eval()
         return self.generator.generate(prompts, step, **options)
 
@@ -90,8 +92,17 @@ class ColocatedRank:
 
     def train_step(self, batch: TrainBatch) -> LearnerResult:
         """The learner's step on this rank's shard; no adapter in the result (nothing to broadcast)."""
-        torch.set_num_threads(self.threads["learn"])
-        return dataclasses.replace(self.learner.train_step(batch), adapter=None)
+        self._set_threads("learn")
+        result = self.learner.train_step(batch)
+        result.metrics.update({"threads/generate": float(self.threads["generate"]),
+                               "threads/learn": float(self.threads["learn"])})
+        return dataclasses.replace(result, adapter=None)
+
+    def _set_threads(self, phase: str) -> None:
+        """Torch threads for ``phase``: its setting (auto: the idle reserved cores), within max_threads."""
+        setting = self.thread_settings[phase]
+        self.threads[phase] = self.idle_cores.threads() if setting == "auto" else min(setting, self.idle_cores.cap)
+        torch.set_num_threads(self.threads[phase])
 
     def rendezvous_address(self) -> str:
         """See ``Learner.rendezvous_address``."""

@@ -17,6 +17,7 @@ from mixgrpo.batch import PromptBatch, RolloutBatch
 from mixgrpo.builtin import resolve_model_path
 from mixgrpo.config import GeneratorConfig, LoraConfig, ModelConfig
 from mixgrpo.faults import failpoint
+from mixgrpo.threads import fixed_threads
 
 
 class Generator:
@@ -30,7 +31,7 @@ class Generator:
 
     def __init__(self, model: ModelConfig, lora: LoraConfig, sampling: GeneratorConfig, seed: int,
                  replica: int = 0, backend: GenerationBackend | None = None) -> None:
-        torch.set_num_threads(sampling.threads)
+        torch.set_num_threads(fixed_threads(sampling.threads))
         self.replica = replica
         self.model_config = model
         self.sampling = sampling

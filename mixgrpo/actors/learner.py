@@ -53,6 +53,7 @@ from mixgrpo.batch import TrainBatch
 from mixgrpo.builtin import resolve_model_path
 from mixgrpo.config import LearnerConfig, LossSettings, ModelConfig
 from mixgrpo.faults import failpoint
+from mixgrpo.threads import fixed_threads
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ class Learner:
         *,
         max_new_tokens: int | None = None,
     ) -> None:
-        torch.set_num_threads(learner.threads)
+        torch.set_num_threads(fixed_threads(learner.threads))
         torch.manual_seed(seed)
         self.config = learner
         self.loss_config: LossConfig = _with_constant_length(loss, max_new_tokens)

@@ -29,6 +29,7 @@ from mixgrpo.batch import TrainBatch
 from mixgrpo.config import Config
 from mixgrpo.orchestrator.placement import remote_class
 from mixgrpo.tasks import make_task
+from mixgrpo.threads import fixed_threads
 
 SPREAD_LIMIT = 0.10
 """A ratio whose (max - min) / median exceeds this is flagged as too noisy to read."""
@@ -116,19 +117,20 @@ def interleaved_baselines(config: Config, steps: list[int], warmup: int) -> Base
     """Generator and learner, actor vs raw, A B A B over the prompts of ``warmup`` + ``steps``.
 
     Needs Ray. The first ``warmup`` pairs are run and not measured. Threads on both sides are the
-    config's (``generator.threads``, ``learner.threads``). A CLIP policy (model.kind clip) samples
+    config's (``generator.threads``, ``learner.threads``; auto: 1, as a disaggregated actor). A CLIP policy (model.kind clip) samples
     and learns itself: it is both sides' generator and learner (separate instances).
     """
     task = make_task(config.task, config.run.seed)
     (generator_class, generator_args, generator_kwargs), (learner_class, learner_args, learner_kwargs) = \
         _engines(config)
-    remote_generator = remote_class(generator_class).options(num_cpus=config.generator.threads).remote(
+    generator_threads, learner_threads = fixed_threads(config.generator.threads), fixed_threads(config.learner.threads)
+    remote_generator = remote_class(generator_class).options(num_cpus=generator_threads).remote(
         *generator_args, **generator_kwargs)
-    remote_learner = remote_class(learner_class).options(num_cpus=config.learner.threads).remote(
+    remote_learner = remote_class(learner_class).options(num_cpus=learner_threads).remote(
         *learner_args, **learner_kwargs)
     previous_threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(config.generator.threads)
+        torch.set_num_threads(generator_threads)
         raw_generator = generator_class(*generator_args, **generator_kwargs)
         generated, batches, tokens = [], [], []
         for index, step in enumerate([*range(warmup), *steps]):
@@ -141,7 +143,7 @@ def interleaved_baselines(config: Config, steps: list[int], warmup: int) -> Base
                 generated.append((own, driver_s, raw_s))
                 tokens.append(int(rollouts.completion_lengths.sum()))
         del raw_generator
-        torch.set_num_threads(config.learner.threads)
+        torch.set_num_threads(learner_threads)
         raw_learner = learner_class(*learner_args, **learner_kwargs)
         learned = []
         for index, batch in enumerate(batches):
