@@ -52,6 +52,11 @@ def test_bench_timeline_has_every_stage_and_consistent_times(tmp_path):
     assert "| generation |" in report_md
     assert "tokens/s, padding" in report_md and "MFU not available: the learner runs on CPU" in report_md
     assert report["points"][0]["learner"]["tokens_per_s"] > 0
+    # the default job's four rule channels: one reward actor, one lane; the run's process tree measured
+    assert {lane for lane, *_ in spans if lane.startswith("reward-")} == {"reward-cpu-light"}
+    point = report["points"][0]
+    assert point["tree_pss_mb"] > 100 and point["processes"] >= 4  # driver, generator, reward actor, learner
+    assert "process tree (driver + Ray) peak PSS" in report_md
 
 
 def test_two_point_sweep(tmp_path):

@@ -197,8 +197,7 @@ class ScoringRound:
             ref = worker.score.remote([c.name for c in hosted], prompts_ref, rollouts_ref,
                                       rows if len(shares) > 1 else None)
             # an actor runs its calls one after another: this one may first wait for the previous part's
-            deadline = (max(now, self._queue_end.get(index, now)) + sum(c.timeout_s for c in hosted)
-                        + DRIVER_GRACE_S)
+            deadline = max(now, self._queue_end.get(index, now)) + _call_budget(hosted)
             self._queue_end[index] = deadline
             self._pending[ref] = (index, hosted, offset + rows)
             self._deadlines[ref] = deadline
@@ -261,9 +260,14 @@ class ScoringRound:
         for channel in hosted:
             if channel.name not in culprits:
                 _add(self.counters, _head_counters(channel, {SHARED_RESTARTS: 1}))
-        if not _restarted(worker, _label(spec, hosted), sum(c.timeout_s for c in hosted) + DRIVER_GRACE_S, why):
+        if not _restarted(worker, _label(spec, hosted), _call_budget(hosted), why):
             for channel in hosted:
                 _on_dead(channel, self.disabled)
+
+
+def _call_budget(channels: list[RewardChannelConfig]) -> float:
+    """Seconds the driver gives one call scoring ``channels`` in turn: their timeouts plus DRIVER_GRACE_S."""
+    return sum(c.timeout_s for c in channels) + DRIVER_GRACE_S
 
 
 def _blame(to_restart: dict[int, tuple[str, set[str]]], index: int, why: str,
