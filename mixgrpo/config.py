@@ -413,6 +413,10 @@ class ClusterConfig(_Section):
     other busy process on the machine starve the generators, reward channels and learner)."""
     placement: Literal["disaggregated", "colocated", "auto"] = "disaggregated"
     """disaggregated: generators and learner ranks on their own devices; colocated: each learner rank also generates its shard with its own weights on its device; auto: colocated on a CPU-only cluster or when the GPUs are too few."""
+    rank_in_driver: bool = False
+    """Colocated with one learner rank: that rank lives in the driver's process instead of an actor of its own (one
+    process generates, learns and orchestrates, like TRL's: the least memory and start-up; reward channels keep
+    their actors). A crash of the rank then ends the run (resume from the last checkpoint)."""
 
 
 class Config(_Section):
@@ -487,6 +491,18 @@ class Config(_Section):
         if self.generator.replicas > 1:
             raise ValueError(f"generator.replicas={self.generator.replicas} with cluster.placement=colocated: "
                              "the learner ranks generate (set learner.ranks instead)")
+        return self
+
+    @model_validator(mode="after")
+    def _rank_in_driver_fits(self) -> "Config":
+        if not self.cluster.rank_in_driver:
+            return self
+        if self.cluster.placement == "disaggregated":
+            raise ValueError("cluster.rank_in_driver needs cluster.placement=colocated (or auto): a disaggregated "
+                             "learner does not generate")
+        if self.learner.ranks != 1:
+            raise ValueError(f"cluster.rank_in_driver hosts one learner rank in the driver, not learner.ranks="
+                             f"{self.learner.ranks}")
         return self
 
     @model_validator(mode="after")

@@ -19,9 +19,10 @@ from ray_helpers import start_local_ray
 from mixgrpo.actors.colocated import ColocatedRank
 from mixgrpo.batch import TrainBatch
 from mixgrpo.config import ConfigError, load_config
+from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.driver import create_actors, train
 from mixgrpo.orchestrator.learner_group import rank_threads
-from mixgrpo.orchestrator.placement import choose_placement, plan_slots, reserved
+from mixgrpo.orchestrator.placement import InProcessActor, choose_placement, plan_slots, reserved
 from mixgrpo.orchestrator.rollouts import RolloutPipeline
 from mixgrpo.rundir import read_metrics
 from mixgrpo.tasks import make_task
@@ -49,6 +50,8 @@ def test_auto_picks_colocated_on_a_cpu_machine_and_when_gpus_are_too_few(overrid
     (["algorithm.async_steps=1"], "set algorithm.async_steps=0 or cluster.placement=disaggregated"),
     (["generator.replicas=2"], "the learner ranks generate"),
     (["generator.backend=vllm", "cluster.gpus=1"], "use generator.backend=hf or cluster.placement=disaggregated"),
+    (["cluster.rank_in_driver=true", "learner.ranks=2"], "hosts one learner rank in the driver"),
+    (["cluster.rank_in_driver=true", "cluster.placement=disaggregated"], "rank_in_driver needs cluster.placement"),
 ])
 def test_what_colocated_cannot_do_is_a_one_line_config_error(overrides, message):
     with pytest.raises(ConfigError, match=message) as error:
@@ -59,8 +62,8 @@ def test_what_colocated_cannot_do_is_a_one_line_config_error(overrides, message)
 def test_cpu_plan_gives_the_ranks_every_core_and_rule_channels_none():
     config = load_config(None, [COLOCATED])
     slots = plan_slots(config, total_cpus=2)
-    assert [s.role for s in slots] == ["reward"] * len(config.rewards) + ["learner"]
-    assert [s.cpus for s in slots] == [0.0] * len(config.rewards) + [2.0]
+    assert [s.role for s in slots] == ["reward", "learner"]  # the four rule channels share one cpu-light actor
+    assert [s.cpus for s in slots] == [0.0, 2.0]
     assert rank_threads(slots[-1].cpus) == 2  # one rank on a 2-core machine: 2 threads
     two = plan_slots(load_config(None, [COLOCATED, "learner.ranks=2"]), total_cpus=2)
     assert [s.cpus for s in two if s.role == "learner"] == [1.0, 1.0]
@@ -110,6 +113,14 @@ def test_auto_threads_drop_to_one_when_other_processes_hold_the_cores():
         for hog in hogs:
             hog.kill()
     assert IdleCores(1).threads() == 1
+
+
+def test_rank_in_driver_refuses_what_it_cannot_place():
+    with pytest.raises(InputError, match="auto chose disaggregated"):
+        plan_slots(load_config(None, ["cluster.placement=auto", "cluster.gpus=2", "cluster.rank_in_driver=true"]), 2)
+    judge = ("rewards=[{name: correct, kind: numeric_match}, {name: judge, kind: exact_match, device: gpu}]")
+    with pytest.raises(InputError, match="would not know which GPU"):
+        plan_slots(load_config(None, [COLOCATED, "cluster.gpus=2", "cluster.rank_in_driver=true", judge]), 2)
 
 
 def test_gpu_plan_is_one_gpu_per_rank_and_per_gpu_channel():
@@ -184,3 +195,28 @@ def test_colocated_run_resumes_at_the_right_step(local_ray, tmp_path):
     assert [r["policy_version"] for r in rows] == [1, 2, 3, 4, 5]
     versions = pq.read_table(run_dir / "rollouts.parquet" / "step-000002.parquet").column("policy_version")
     assert set(versions.to_pylist()) == {2}  # step 2 again, generated with the restored adapter
+
+
+def test_a_rank_in_the_driver_generates_learns_checkpoints_and_resumes(local_ray, tmp_path):
+    start_local_ray(num_cpus=2)
+    config = load_config(None, [*SHORT, COLOCATED, "cluster.rank_in_driver=true", "run.steps=3",
+                                "run.checkpoint_every=2", "task.prompts_per_step=4", "generator.group_size=4"])
+    seen = []
+
+    def observe(step, metrics, actors, loop):
+        rank = actors.learner.actors[0]
+        seen.append((isinstance(rank, InProcessActor), ray.get(rank.placement.remote())["node_id"],
+                     len(ray.get(rank.drain_spans.remote()))))
+
+    run_dir = tmp_path / "run"
+    train(config, run_dir, observer=observe)
+    node = ray.get_runtime_context().get_node_id()
+    assert [(inside, where) for inside, where, _ in seen] == [(True, node)] * 3  # the driver's own process
+    assert all(spans >= 2 for *_, spans in seen)  # generate and train_step spans for the bench timeline
+    rows = read_metrics(run_dir)
+    assert max(r["learner/logprob_mismatch_max"] for r in rows) < 1e-4  # it sampled from the training model
+    (run_dir / "checkpoints" / "latest").write_text("step-000002")
+    train(load_config(run_dir / "config.yaml", ["run.steps=5"]), run_dir, resume=True)
+    rows = read_metrics(run_dir)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    assert [r["policy_version"] for r in rows] == [1, 2, 3, 4, 5]

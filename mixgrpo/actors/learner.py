@@ -89,7 +89,7 @@ def _padded(rows: list[int], ragged: list[np.ndarray], width: int) -> torch.Tens
     """(B, width) float32: each row's values, zero after its end."""
     out = torch.zeros((len(rows), width))
     for row, i in enumerate(rows):
-        out[row, : len(ragged[i])] = torch.as_tensor(ragged[i], dtype=torch.float32)
+        out[row, : len(ragged[i])] = torch.tensor(ragged[i], dtype=torch.float32)  # a copy: Ray hands read-only arrays
     return out
 
 

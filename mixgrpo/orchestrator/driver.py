@@ -167,7 +167,8 @@ def create_actors(config: Config, group: Any, slots: list[Slot]) -> Actors:
     The reward slots are those of ``reward_actors(config.rewards)``, in its order: one RewardHost each.
     """
     placement, reason = choose_placement(config)
-    logger.info("placement: %s (%s)", placement, reason)
+    logger.info("placement: %s (%s)%s", placement, reason,
+                "; the learner rank runs in this driver process" if config.cluster.rank_in_driver else "")
     by_role: dict[str, list[Slot]] = {}
     for slot in slots:
         by_role.setdefault(slot.role, []).append(slot)

@@ -15,7 +15,7 @@ from mixgrpo.actors.colocated import ColocatedRank
 from mixgrpo.actors.learner import Learner, LearnerResult
 from mixgrpo.batch import TrainBatch
 from mixgrpo.config import Config
-from mixgrpo.orchestrator.placement import remote_class
+from mixgrpo.orchestrator.placement import InProcessActor, remote_class
 
 
 def rank_threads(num_cpus: float) -> int:
@@ -31,7 +31,8 @@ class LearnerGroup:
     """Creates the ranks (one actor option dict each), joins them, and fans each step out.
 
     ``colocated``: ColocatedRank actors, each running learner.threads / generator.threads torch
-    threads, at most the whole CPUs of its ``num_cpus`` (at least one).
+    threads, at most the whole CPUs of its ``num_cpus`` (at least one). With
+    ``cluster.rank_in_driver`` the one rank is an ``InProcessActor`` in this process.
     """
 
     def __init__(self, config: Config, options_per_rank: list[dict[str, Any]], colocated: bool = False) -> None:
@@ -39,15 +40,17 @@ class LearnerGroup:
         self.colocated = colocated
         if colocated:
             clip = config.model.kind == "clip"  # a CLIP classifier samples its own rollouts the same way
-            remote_rank = remote_class(ClipPolicy if clip else ColocatedRank)
+            rank_class = ClipPolicy if clip else ColocatedRank
             task = {"task": config.task} if clip else {}
-            self.actors = [
-                remote_rank.options(**options).remote(
-                    config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed,
-                    rank, world_size, rank_threads(options.get("num_cpus", 1)), **task,
-                )
-                for rank, options in enumerate(options_per_rank)
-            ]
+
+            def start(rank: int, options: dict[str, Any]) -> Any:
+                args = (config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed,
+                        rank, world_size, rank_threads(options.get("num_cpus", 1)))
+                if config.cluster.rank_in_driver:
+                    return InProcessActor(rank_class, *args, **task)
+                return remote_class(rank_class).options(**options).remote(*args, **task)
+
+            self.actors = [start(rank, options) for rank, options in enumerate(options_per_rank)]
         else:
             remote_learner = remote_class(Learner)
             self.actors = [
@@ -101,12 +104,15 @@ class LearnerGroup:
         return ray.get([actor.placement.remote() for actor in self.actors])
 
     def kill(self) -> None:
-        """End every rank now (no clean process-group exit)."""
-        for actor in self.actors:
+        """End every rank actor now (no clean process-group exit); a rank in the driver is left as it is."""
+        for actor in self._remote_actors():
             ray.kill(actor, no_restart=True)
 
     def shutdown(self) -> None:
         """Leave the process group and end the actors."""
         ray.get([actor.shutdown.remote() for actor in self.actors])
-        for actor in self.actors:
+        for actor in self._remote_actors():
             ray.kill(actor)
+
+    def _remote_actors(self) -> list[Any]:
+        return [actor for actor in self.actors if not isinstance(actor, InProcessActor)]

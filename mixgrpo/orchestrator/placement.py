@@ -136,7 +136,13 @@ def plan_slots(config: Config, total_cpus: float) -> list[Slot]:
     then learner ranks.
     """
     use_gpus = config.cluster.gpus > 0
-    colocated = choose_placement(config)[0] == "colocated"
+    placement, why = choose_placement(config)
+    colocated = placement == "colocated"
+    if config.cluster.rank_in_driver and not colocated:
+        raise InputError(f"cluster.rank_in_driver needs the colocated placement; auto chose {placement} ({why})")
+    if config.cluster.rank_in_driver and use_gpus and any(c.device == "gpu" for c in config.rewards):
+        raise InputError("cluster.rank_in_driver with a device: gpu reward channel: the driver's rank would not "
+                         "know which GPU Ray gave the channel; give the rank an actor (rank_in_driver: false)")
     generators = 0 if colocated else config.generator.replicas
     roles = [("generator", i, use_gpus, 0) for i in range(generators)]
     roles += [("reward", spec.channels[0], use_gpus and config.rewards[spec.channels[0]].device == "gpu", spec.replica)
@@ -291,3 +297,30 @@ def tree_pss(root: "psutil.Process") -> tuple[float, int]:
 def remote_class(cls: type) -> Any:
     """``ray.remote`` of ``cls`` with placement introspection and timed methods (the plain class stays Ray-free)."""
     return ray.remote(type(f"Remote{cls.__name__}", (cls, Introspect, Traced), traced_methods(cls)))
+
+
+class InProcessActor:
+    """An object in the driver's own process behind the calls the orchestrator makes on an actor handle.
+
+    ``actor.method.remote(*args)`` runs the method here, at once, and returns an ObjectRef of its
+    result (``ray.put``), so ``ray.get`` and ``ray.wait`` work unchanged; an exception propagates from
+    ``remote`` itself. It has the methods of ``remote_class(cls)`` (timing spans, placement, memory).
+    ``cluster.rank_in_driver`` hosts the one colocated learner rank this way.
+    """
+
+    def __init__(self, cls: type, *args: Any, **kwargs: Any) -> None:
+        self.instance = type(f"InProcess{cls.__name__}", (cls, Introspect, Traced), traced_methods(cls))(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return _InProcessMethod(getattr(self.instance, name))
+
+
+class _InProcessMethod:
+    """``.remote`` of one bound method of an ``InProcessActor``."""
+
+    def __init__(self, method: Any) -> None:
+        self.method = method
+
+    def remote(self, *args: Any, **kwargs: Any) -> ray.ObjectRef:
+        """Run the method now; its result as an ObjectRef."""
+        return ray.put(self.method(*args, **kwargs))
