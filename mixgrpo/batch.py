@@ -57,12 +57,18 @@ class RolloutBatch:
     """(N,) int64 adapter version that produced each completion."""
     truncated: np.ndarray | None = None
     """(N,) bool: cut at generator.max_new_tokens without EOS (None when built: no completion truncated)."""
+    source: np.ndarray | None = None
+    """(N,) int64 index of the generator that sampled each completion; colocated: the learner rank, which
+    also trains on it (None when built: 0)."""
 
     def __post_init__(self) -> None:
         flags = np.zeros(len(self), dtype=bool) if self.truncated is None else np.asarray(self.truncated, dtype=bool)
-        if flags.shape != (len(self),):
-            raise ValueError(f"truncated must be ({len(self)},), got {flags.shape}")
+        source = np.zeros(len(self), dtype=np.int64) if self.source is None else np.asarray(self.source, np.int64)
+        for name, column in (("truncated", flags), ("source", source)):
+            if column.shape != (len(self),):
+                raise ValueError(f"{name} must be ({len(self)},), got {column.shape}")
         object.__setattr__(self, "truncated", flags)  # frozen: the one normalisation at construction
+        object.__setattr__(self, "source", source)
 
     def __len__(self) -> int:
         return len(self.completion_text)
@@ -83,6 +89,7 @@ class RolloutBatch:
             completion_text=[t for p in parts for t in p.completion_text],
             policy_version=np.concatenate([p.policy_version for p in parts]),
             truncated=np.concatenate([p.truncated for p in parts]),
+            source=np.concatenate([p.source for p in parts]),
         )
 
     def take(self, rows: np.ndarray) -> "RolloutBatch":
@@ -95,6 +102,7 @@ class RolloutBatch:
             completion_text=[self.completion_text[i] for i in rows],
             policy_version=self.policy_version[rows],
             truncated=self.truncated[rows],
+            source=self.source[rows],
         )
 
 
@@ -126,12 +134,17 @@ class TrainBatch:
     """(N,) int64 row of each sequence in the step's whole batch (None when built: 0 .. N-1, the whole batch)."""
     total_rows: int | None = None
     """Number of rows in the step's whole batch (None when built: N)."""
+    source: np.ndarray | None = None
+    """(N,) int64 generator (colocated: learner rank) that sampled each sequence (None when built: 0)."""
 
     def __post_init__(self) -> None:
         rows = np.arange(len(self), dtype=np.int64) if self.rows is None else np.asarray(self.rows, dtype=np.int64)
-        if rows.shape != (len(self),):
-            raise ValueError(f"rows must be ({len(self)},), got {rows.shape}")
+        source = np.zeros(len(self), dtype=np.int64) if self.source is None else np.asarray(self.source, np.int64)
+        for name, column in (("rows", rows), ("source", source)):
+            if column.shape != (len(self),):
+                raise ValueError(f"{name} must be ({len(self)},), got {column.shape}")
         object.__setattr__(self, "rows", rows)  # frozen: the one normalisation at construction
+        object.__setattr__(self, "source", source)
         object.__setattr__(self, "total_rows", len(self) if self.total_rows is None else int(self.total_rows))
 
     def __len__(self) -> int:
@@ -145,11 +158,18 @@ class TrainBatch:
             completion_token_ids=[rollouts.completion_token_ids[i] for i in rows],
             behaviour_logprobs=[rollouts.behaviour_logprobs[i] for i in rows],
             advantages=np.asarray(advantages, dtype=np.float32)[rows],
+            source=rollouts.source[rows],
         )
 
     def shard(self, rank: int, world_size: int) -> "TrainBatch":
         """Rows rank, rank + world_size, ... (a strided split keeps shard sizes within one)."""
-        rows = list(range(rank, len(self), world_size))
+        return self._take(np.arange(rank, len(self), world_size))
+
+    def sampled_by(self, rank: int) -> "TrainBatch":
+        """The rows ``source`` says rank ``rank`` sampled (colocated: each rank trains on its own rollouts)."""
+        return self._take(np.flatnonzero(self.source == rank))
+
+    def _take(self, rows: np.ndarray) -> "TrainBatch":
         return TrainBatch(
             prompt_token_ids=[self.prompt_token_ids[i] for i in rows],
             completion_token_ids=[self.completion_token_ids[i] for i in rows],
@@ -157,6 +177,7 @@ class TrainBatch:
             advantages=self.advantages[rows],
             rows=self.rows[rows],
             total_rows=self.total_rows,
+            source=self.source[rows],
         )
 
     def mini_batch_rows(self, count: int) -> list[np.ndarray]:

@@ -163,6 +163,14 @@ def test_ranks_generate_and_learn_on_their_own_gpu(local_ray, gpus, ranks):
     assert all(p["gpu_ids"] == [] for p in placed["reward"])
     assert len(rollouts) == len(prompts) * config.generator.group_size == 8
     assert set(rollouts.policy_version.tolist()) == {0}
+    # rank k sampled the k-th contiguous shard of the prompts, and trains on exactly those rows
+    shard_of_prompt = np.concatenate([np.full(len(rows), k) for k, rows in enumerate(np.array_split(np.arange(4), ranks))])
+    assert rollouts.source.tolist() == shard_of_prompt[rollouts.prompt_index].tolist()
+    batch = TrainBatch.from_rollouts(rollouts, np.arange(8.0), np.arange(1, 8))  # row 0 left out of the loss
+    for rank in range(ranks):
+        mine = batch.sampled_by(rank)
+        assert mine.rows.tolist() == [r for r in range(7) if rollouts.source[r + 1] == rank]
+        assert mine.advantages.tolist() == [float(r + 1) for r in mine.rows]
 
 
 def test_default_job_learns_colocated_and_rollouts_are_on_policy(local_ray, tmp_path):

@@ -357,6 +357,7 @@ class ClipPolicy(Learner):
             behaviour_logprobs=[chosen[k : k + 1] for k in range(len(chosen))],
             completion_text=[self.classes.names[a] for a in actions],
             policy_version=np.full(len(rows), self.version, dtype=np.int64),
+            source=np.full(len(rows), self.rank, dtype=np.int64),
         )
 
     def train_step(self, batch: TrainBatch) -> LearnerResult:

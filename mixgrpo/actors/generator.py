@@ -65,6 +65,7 @@ class Generator:
             completion_text=sampled.texts,
             policy_version=np.full(len(prompts) * m, self.version, dtype=np.int64),
             truncated=sampled.truncated,
+            source=np.full(len(prompts) * m, self.replica, dtype=np.int64),
         )
 
     def load_adapter(self, tensors: dict[str, torch.Tensor], version: int, rollback: bool = False) -> int:

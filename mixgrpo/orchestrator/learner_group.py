@@ -73,10 +73,14 @@ class LearnerGroup:
     def train_step(self, batch: TrainBatch) -> LearnerResult:
         """One optimizer step over the whole batch, sharded across ranks; rank 0's result.
 
+        Disaggregated: a strided shard each. Colocated: each rank trains on the rows it sampled.
+
         If any rank fails, the others are killed at once (a survivor would otherwise wait in a
         collective until its timeout) and LearnerGroupError is raised.
         """
-        refs = [actor.train_step.remote(batch.shard(rank, self.world_size)) for rank, actor in enumerate(self.actors)]
+        shards = [batch.sampled_by(rank) if self.colocated else batch.shard(rank, self.world_size)
+                  for rank in range(self.world_size)]
+        refs = [actor.train_step.remote(shard) for actor, shard in zip(self.actors, shards)]
         pending = list(refs)
         try:
             while pending:
