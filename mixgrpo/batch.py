@@ -3,7 +3,8 @@
 Shapes: P prompts per step, m completions per prompt, N = P * m completions,
 R reward channels. Completions are stored group-major: the m completions of
 prompt 0, then those of prompt 1, and so on; ``prompt_index`` says which.
-Ragged token sequences are lists of 1-D numpy arrays (Arrow ``list<...>``).
+Ragged token sequences are lists of 1-D numpy arrays (Arrow ``list<...>``); pickled
+(Ray's transport) each ragged column travels as one flat array plus the row lengths.
 """
 
 from __future__ import annotations
@@ -13,6 +14,31 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+
+class _PacksRagged:
+    """Pickles each ragged column (``_RAGGED``) as one flat array and the row lengths.
+
+    Ray serialises every numpy array as a buffer of its own, so a 256-row RolloutBatch of three
+    ragged columns was 768 buffers: ray.put took 4.8 ms, a third of that pickling. Packed, a
+    batch is a handful of buffers whatever its size; unpickling gives views into the flat array.
+    """
+
+    _RAGGED: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in self._RAGGED:
+            rows = state[name]
+            lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+            state[name] = (np.concatenate(rows) if rows else np.zeros(0), lengths)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name in self._RAGGED:
+            flat, lengths = state[name]
+            state[name] = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+        self.__dict__.update(state)  # frozen dataclass: no __setattr__
 
 
 @dataclass(frozen=True)
@@ -40,8 +66,10 @@ class PromptBatch:
 
 
 @dataclass(frozen=True)
-class RolloutBatch:
+class RolloutBatch(_PacksRagged):
     """N sampled completions with the behaviour log-probs of their tokens."""
+
+    _RAGGED = ("prompt_token_ids", "completion_token_ids", "behaviour_logprobs")
 
     prompt_index: np.ndarray
     """(N,) int64 row of each completion's prompt in the step's PromptBatch."""
@@ -119,8 +147,10 @@ class ChannelScores:
 
 
 @dataclass(frozen=True)
-class TrainBatch:
+class TrainBatch(_PacksRagged):
     """What the learner needs: tokens, behaviour log-probs and one advantage per sequence."""
+
+    _RAGGED = ("prompt_token_ids", "completion_token_ids", "behaviour_logprobs")
 
     prompt_token_ids: list[np.ndarray]
     """(N,) ragged prompt tokens."""

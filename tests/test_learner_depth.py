@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mixgrpo.actors.generator import Generator
-from mixgrpo.actors.learner import Learner, plan_micro_batches
+from mixgrpo.actors.learner import Learner, _collate, plan_micro_batches
 from mixgrpo.batch import PromptBatch, TrainBatch
 from mixgrpo.config import Config, load_config
 
@@ -139,3 +139,20 @@ def test_padding_fraction_and_tokens_per_second_are_reported(batch):
     assert plain.metrics["row_tokens_mean"] == pytest.approx(np.mean(lengths))
     assert packed.metrics["padding_frac"] < plain.metrics["padding_frac"]
     assert plain.metrics["tokens_per_s"] > 0 and packed.metrics["tokens_per_s"] > 0
+
+
+def test_collate_pads_each_row_by_hand():
+    batch = TrainBatch(prompt_token_ids=[np.array([5, 6]), np.array([7])],
+                       completion_token_ids=[np.array([8]), np.array([9, 10, 11])],
+                       behaviour_logprobs=[np.array([-0.5], np.float32), np.array([-1, -2, -3], np.float32)],
+                       advantages=np.array([1.0, -1.0]))
+    micro = _collate(batch, np.array([1, 0]), pad_id=0, proximal=[np.array([-4.0]), np.array([-5, -6, -7.0])])
+    assert micro.input_ids.tolist() == [[7, 9, 10, 11], [5, 6, 8, 0]]
+    assert micro.attention_mask.tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    assert micro.target_positions.tolist() == [[0, 1, 2], [1, 0, 0]]  # the logits at p - 1 + t predict token t
+    assert micro.completion_ids.tolist() == [[9, 10, 11], [8, 0, 0]]
+    assert micro.response_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert micro.behaviour_logprobs.tolist() == [[-1, -2, -3], [-0.5, 0, 0]]
+    assert micro.proximal_logprobs.tolist() == [[-5, -6, -7], [-4, 0, 0]]
+    assert micro.advantages.tolist() == [-1.0, 1.0]
+    assert micro.input_ids.dtype == torch.long and micro.behaviour_logprobs.dtype == torch.float32

@@ -1,12 +1,14 @@
-"""Group selection of the rollout pipeline (dynamic sampling): constant groups, taking and joining groups."""
+"""Group selection of the rollout pipeline (dynamic sampling): constant groups, taking and joining groups; how
+rollout and train batches travel (pickled ragged columns)."""
 
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 
-from mixgrpo.batch import PromptBatch, RolloutBatch
+from mixgrpo.batch import PromptBatch, RolloutBatch, TrainBatch
 from mixgrpo.orchestrator.dynamic_sampling import merge_scores
 from mixgrpo.orchestrator.rollouts import concat_groups, constant_groups, take_groups
 from mixgrpo.orchestrator.scoring import StepScores
@@ -58,3 +60,28 @@ def test_merge_scores_stacks_rewards_and_sums_counters():
     assert merged.rewards[:, 0].tolist() == [0, 0, 1, 1, 1]
     assert merged.counters == {"x": {"errors": 3, "timeouts": 1}}
     assert merged.seconds == {"x": 0.75}
+
+
+def _out_of_band_buffers(value: object) -> tuple[object, int]:
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)  # as Ray serialises
+    return pickle.loads(data, buffers=buffers), len(buffers)
+
+
+def test_batches_travel_whole_with_a_few_buffers_whatever_their_size():
+    small, large = _batch(2)[1], _batch(64)[1]
+    rows = [np.arange(k, dtype=np.int64) for k in (0, 3, 1, 0)]  # empty completions too
+    ragged = RolloutBatch(np.array([0, 0, 1, 1]), rows, rows[::-1], [r.astype(np.float32) for r in rows],
+                          ["a", "b", "c", "d"], np.zeros(4, np.int64), truncated=np.array([0, 1, 0, 0], bool),
+                          source=np.array([0, 0, 1, 1]))
+    for batch in (small, large, ragged, TrainBatch.from_rollouts(ragged, np.arange(4.0), np.array([3, 1]))):
+        back, buffers = _out_of_band_buffers(batch)
+        assert buffers <= 12  # a few flat columns, not three small arrays per row
+        for name, value in vars(batch).items():
+            got = getattr(back, name)
+            if isinstance(value, list):
+                assert [np.asarray(v).tolist() for v in got] == [np.asarray(v).tolist() for v in value], name
+                assert all(np.asarray(g).dtype == np.asarray(v).dtype for g, v in zip(got, value)), name
+            else:
+                assert np.asarray(got).tolist() == np.asarray(value).tolist(), name
+    assert _out_of_band_buffers(small)[1] == _out_of_band_buffers(large)[1]

@@ -85,35 +85,40 @@ class _MicroBatch:
         return _MicroBatch(*(None if t is None else t.to(device) for t in tensors))
 
 
-def _padded(rows: list[int], ragged: list[np.ndarray], width: int) -> torch.Tensor:
-    """(B, width) float32: each row's values, zero after its end."""
-    out = torch.zeros((len(rows), width))
-    for row, i in enumerate(rows):
-        out[row, : len(ragged[i])] = torch.tensor(ragged[i], dtype=torch.float32)  # a copy: Ray hands read-only arrays
+def _right_padded(values: list[np.ndarray], lengths: np.ndarray, width: int, fill: float, dtype: type) -> np.ndarray:
+    """(B, width): row b holds the next ``lengths[b]`` values of ``values`` (concatenated) from column 0, then ``fill``.
+
+    Boolean-mask assignment fills the True cells in row-major order, the order of the concatenated
+    values: one copy for the whole micro-batch instead of one per row.
+    """
+    out = np.full((len(lengths), width), fill, dtype=dtype)
+    out[np.arange(width) < lengths[:, None]] = np.concatenate(values)
     return out
 
 
 def _collate(batch: TrainBatch, rows: np.ndarray, pad_id: int, proximal: list[np.ndarray] | None) -> _MicroBatch:
+    """The micro-batch of ``rows`` (non-empty): prompt + completion right-padded to the longest, completions to T."""
     rows = [int(i) for i in rows]
-    full = [np.concatenate([batch.prompt_token_ids[i], batch.completion_token_ids[i]]) for i in rows]
-    width = max(len(f) for f in full)
-    t_max = max(max(len(batch.completion_token_ids[i]) for i in rows), 1)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    positions = torch.zeros((len(rows), t_max), dtype=torch.long)
-    completion = torch.full((len(rows), t_max), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), t_max))
-    for row, i in enumerate(rows):
-        n_prompt, n_completion = len(batch.prompt_token_ids[i]), len(batch.completion_token_ids[i])
-        input_ids[row, : len(full[row])] = torch.tensor(full[row])
-        attention[row, : len(full[row])] = 1
-        positions[row, :n_completion] = torch.arange(n_prompt - 1, n_prompt - 1 + n_completion)
-        completion[row, :n_completion] = torch.tensor(batch.completion_token_ids[i])
-        mask[row, :n_completion] = 1.0
+    prompts = [batch.prompt_token_ids[i] for i in rows]
+    completions = [batch.completion_token_ids[i] for i in rows]
+    completion_lengths = np.array([len(c) for c in completions], dtype=np.int64)
+    prompt_lengths = np.array([len(p) for p in prompts], dtype=np.int64)
+    lengths = prompt_lengths + completion_lengths
+    width, t_max = int(lengths.max()), max(int(completion_lengths.max()), 1)
+    in_completion = np.arange(t_max) < completion_lengths[:, None]
+    per_token = [(batch.behaviour_logprobs, "behaviour")] + ([(proximal, "proximal")] if proximal is not None else [])
+    padded = {name: torch.from_numpy(_right_padded([ragged[i] for i in rows], completion_lengths, t_max, 0.0,
+                                                   np.float32)) for ragged, name in per_token}
     return _MicroBatch(
-        input_ids, attention, positions, completion, mask, _padded(rows, batch.behaviour_logprobs, t_max),
+        torch.from_numpy(_right_padded([part for pair in zip(prompts, completions) for part in pair], lengths, width,
+                                       pad_id, np.int64)),  # row b: its prompt, then its completion
+        torch.from_numpy((np.arange(width) < lengths[:, None]).astype(np.int64)),
+        torch.from_numpy(np.where(in_completion, prompt_lengths[:, None] - 1 + np.arange(t_max), 0)),
+        torch.from_numpy(_right_padded(completions, completion_lengths, t_max, pad_id, np.int64)),
+        torch.from_numpy(in_completion.astype(np.float32)),
+        padded["behaviour"],
         torch.as_tensor(batch.advantages[rows], dtype=torch.float32),
-        _padded(rows, proximal, t_max) if proximal is not None else None,
+        padded.get("proximal"),
     )
 
 
