@@ -38,6 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TRL_PINS = ("torch==2.14.1", "trl==1.16.0", "peft", "pillow")
 """The TRL venv's packages (pillow: mixgrpo's reward-channel package imports it)."""
 MIXGRPO_SETUPS: dict[str, list[str]] = {
+    "mixgrpo in-driver": ["cluster.placement=colocated", "cluster.rank_in_driver=true"],
     "mixgrpo colocated": ["cluster.placement=colocated"],
     "mixgrpo disaggregated sync": ["cluster.placement=disaggregated"],
     "mixgrpo disaggregated async1": ["cluster.placement=disaggregated", "algorithm.async_steps=1"],
@@ -251,9 +252,11 @@ def available_setups(requested: list[str]) -> tuple[list[str], list[str]]:
     unknown = [s for s in requested if s not in MIXGRPO_SETUPS and s != TRL]
     if unknown:
         raise SystemExit(f"unknown setups {unknown}; known: {[*MIXGRPO_SETUPS, TRL]}")
-    if "placement" in ClusterConfig.model_fields:
+    if "rank_in_driver" in ClusterConfig.model_fields:
         return requested, []
-    kept = [s for s in requested if s != "mixgrpo colocated"]
+    if "placement" in ClusterConfig.model_fields:
+        return [s for s in requested if s != "mixgrpo in-driver"], ["mixgrpo in-driver skipped: no cluster.rank_in_driver"]
+    kept = [s for s in requested if s not in ("mixgrpo colocated", "mixgrpo in-driver")]
     for setup in kept:
         MIXGRPO_SETUPS[setup] = [o for o in MIXGRPO_SETUPS[setup] if not o.startswith("cluster.placement")]
     return kept, ["mixgrpo colocated skipped: this checkout has no cluster.placement"]
