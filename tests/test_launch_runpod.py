@@ -306,6 +306,20 @@ def test_api_key_comes_from_a_dotenv_file_and_a_missing_one_is_named_not_shown(t
     assert Redactor(API_KEY)(f"Bearer {API_KEY}!") == "Bearer <redacted>!"
 
 
+def test_clip_weights_on_this_machine_are_refused_before_the_api(tmp_path):
+    from mixgrpo.errors import InputError
+    from mixgrpo.orchestrator.launch.runpod import prepare_job
+
+    weights = tmp_path / "vit-b-32.safetensors"
+    weights.write_bytes(b"")
+    cases = {("model.path=ViT-B-32", f"model.pretrained={weights}"): "model.pretrained",
+             (f"model.path=local-dir:{tmp_path}",): "model.path"}
+    for overrides, field_name in cases.items():
+        options = LaunchOptions(gpu_type=H100, config_path=Path("configs/clip-digits.yaml"), overrides=overrides)
+        with pytest.raises(InputError, match=rf"^{field_name} '.+' is a local path the pod cannot see"):
+            prepare_job(options)
+
+
 def test_the_pod_installs_the_extras_the_config_needs():
     from mixgrpo.config import load_config
     from mixgrpo.orchestrator.launch.runpod import required_extras

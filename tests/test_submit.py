@@ -74,6 +74,18 @@ def test_submit_runs_the_tiny_job_and_copies_outputs_to_the_uri(ray_head, tmp_pa
     assert (copied / "checkpoints" / "latest").is_file() and (copied / "config.yaml").is_file()
 
 
+def test_submit_runs_a_clip_classifier_job(ray_head, tmp_path, capfd):
+    run_dir = tmp_path / "head-disk" / "clip"
+    code = main(["submit", "--address", ray_head, "--follow", "--python", sys.executable,
+                 "--config", "configs/clip-digits.yaml", "--set", "run.steps=2", "--set", "task.prompts_per_step=4",
+                 "--set", "eval.every=0", "--set", "run.tensorboard=false", "--set", f"run.out_dir={run_dir}"])
+    out, err = capfd.readouterr()
+    assert code == 0, out + err
+    assert "SUCCEEDED" in out
+    assert [r["step"] for r in read_metrics(run_dir)] == [0, 1]
+    assert (run_dir / "adapter" / "trained.safetensors").is_file()  # the CLIP policy's full fine-tune
+
+
 def test_submit_to_nowhere_is_one_line(tmp_path, capfd, tiny_model_cache):
     code = main(["submit", "--address", f"http://127.0.0.1:{free_port()}", "--set", "run.steps=1"])
     err = capfd.readouterr().err

@@ -61,7 +61,8 @@ def image_classes(config: TaskConfig) -> ImageClasses:
     return ImageClasses(list(options.classes or DIGIT_NAMES), list(options.templates))
 
 
-def _png(pixels: np.ndarray) -> bytes:
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """A PNG file of an (H, W) grey or (H, W, 3) RGB uint8 array."""
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -83,7 +84,7 @@ def digits_rows() -> list[dict[str, Any]]:
     data = np.loadtxt(Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz",
                       delimiter=",")
     grey = np.round(data[:, :64].reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)
-    return [{"image": _png(image), "label": str(int(label))} for image, label in zip(grey, data[:, 64])]
+    return [{"image": png_bytes(image), "label": str(int(label))} for image, label in zip(grey, data[:, 64])]
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:

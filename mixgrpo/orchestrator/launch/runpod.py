@@ -85,7 +85,7 @@ class PreparedJob:
 
     config: Config
     config_yaml: str
-    files: dict[str, Path]
+    files: dict[str, Path | bytes]
 
 
 def prepare_job(options: LaunchOptions) -> PreparedJob:
@@ -103,10 +103,12 @@ def prepare_job(options: LaunchOptions) -> PreparedJob:
         config = load_config(options.config_path, [*overrides, "cluster.placement=auto"])
     if config.cluster.address:
         raise InputError("cluster.address is set: a RunPod launch starts its own Ray on the pod (unset it)")
-    model = Path(config.model.path).expanduser()
-    if not config.model.path.startswith("builtin:") and model.is_dir():
-        raise InputError(f"model.path {config.model.path!r} is a local directory the pod cannot see: use a "
-                         "Hugging Face Hub id (HF_TOKEN for gated ones) or an --image that holds it")
+    local = {"model.path": config.model.path.removeprefix("local-dir:"), "model.pretrained": config.model.pretrained}
+    for field_name, source in local.items():  # a CLIP checkpoint file or local-dir: folder stays here too
+        if source and not source.startswith("builtin:") and Path(source).expanduser().exists():
+            raise InputError(f"{field_name} {source!r} is a local path the pod cannot see: use a Hugging Face "
+                             "Hub id (HF_TOKEN for gated ones; kind clip: an open_clip tag or hf-hub:) or an "
+                             "--image that holds it")
     preflight(config)
     plan_slots(config, total_cpus=1.0)  # cluster.gpus too small for the placement's GPU actors
     config_yaml, files = staged_config(config)

@@ -2,7 +2,7 @@
 
 The job's runtime_env carries this checkout's ``mixgrpo`` package (``py_modules``)
 and a working directory holding only the resolved ``config.yaml`` (plus the
-prompt file of a ``task.kind: file`` config); the cluster's image provides the
+data file of a ``task.kind: file`` or ``image-classes`` config); the cluster's image provides the
 dependencies. The entrypoint is ``mixgrpo train`` run by the cluster's
 ``python``; inside a job ``RAY_ADDRESS`` is set, so the driver joins the cluster
 and places its actors by placement group (``cluster.strategy``).
@@ -48,7 +48,10 @@ def prepare_submission(config_path: Path | None, overrides: list[str], staging: 
     name = f"{config.run.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     config_yaml, files = staged_config(config)
     for name, source in files.items():
-        shutil.copy2(source, staging / name)
+        if isinstance(source, bytes):
+            (staging / name).write_bytes(source)
+        else:
+            shutil.copy2(source, staging / name)
     (staging / "config.yaml").write_text(config_yaml)
     # The working directory is unpacked under Ray's session files: outputs go to a lasting place instead.
     run_dir = config.run.out_dir or f"$HOME/mixgrpo-runs/{name}"
