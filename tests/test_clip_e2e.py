@@ -1,20 +1,26 @@
-"""CLIP digits on the real loop (Ray, colocated ClipPolicy rank, reward actor): it learns, it resumes, it warns."""
+"""CLIP digits on the real loop (Ray, colocated ClipPolicy ranks, reward actor): it learns, it resumes, it warns."""
 
 from __future__ import annotations
 
 import json
 import logging
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import ray
+import torch
 from ray_helpers import start_local_ray
 
+from mixgrpo.batch import TrainBatch
 from mixgrpo.config import load_config
 from mixgrpo.orchestrator.driver import train
 from mixgrpo.orchestrator.cli import main
 from mixgrpo.orchestrator.evaluation import evaluate_adapter
+from mixgrpo.orchestrator.learner_group import LearnerGroup
+from mixgrpo.orchestrator.rollouts import RolloutPipeline
 from mixgrpo.rundir import read_metrics
+from mixgrpo.tasks import make_task
 
 CLIP_DIGITS = "configs/clip-digits.yaml"
 
@@ -52,6 +58,9 @@ def test_held_out_accuracy_rises_and_a_label_independent_channel_is_named(tmp_pa
     assert table.num_rows == 40 * config.task.prompts_per_step * config.generator.group_size
     assert set(table.column("completion").to_pylist()) <= {str(d) for d in range(10)}
     assert "reward_accuracy" in table.column_names and "advantage" in table.column_names
+    completions, labels = table.column("completion").to_pylist(), table.column("label").to_pylist()
+    assert labels == [prompt.split("(label ")[1].rstrip(")") for prompt in table.column("prompt").to_pylist()]
+    assert table.column("reward_accuracy").to_pylist() == [float(c == label) for c, label in zip(completions, labels)]
     assert (outputs.adapter / "trained.safetensors").is_file()
     assert outputs.eval_plot is not None and outputs.eval_plot.stat().st_size > 5_000
     again = evaluate_adapter(config, outputs.adapter)  # `mixgrpo eval RUN_DIR`: the saved policy, greedy again
@@ -72,3 +81,29 @@ def test_resume_continues_the_clip_run(tmp_path):
     rows = read_metrics(run_dir)
     assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
     assert [r["policy_version"] for r in rows] == [1, 2, 3, 4, 5]
+
+
+def _decoded_image_ids(policy) -> list[int]:
+    """Run inside a ClipPolicy rank (``__ray_call__``): the ids of the images it has decoded so far."""
+    return sorted(policy.images._pixels)
+
+
+def test_two_clip_ranks_each_train_on_the_rows_they_sampled():
+    config = load_config(CLIP_DIGITS, ["learner.ranks=2", "task.prompts_per_step=6", "generator.group_size=2"])
+    group = LearnerGroup(config, [{"num_cpus": 1}] * 2, colocated=True)
+    try:
+        prompts, rollouts = RolloutPipeline(group.actors, make_task(config.task, 0), colocated=True).collect(0)
+        sampled = [set(ray.get(rank.__ray_call__.remote(_decoded_image_ids))) for rank in group.actors]
+        image_ids = prompts.prompt_ids[rollouts.prompt_index]
+        assert sampled == [set(image_ids[rollouts.source == rank].tolist()) for rank in range(2)]
+        assert sampled[0] and sampled[1] and not sampled[0] & sampled[1]  # three images each
+        advantages = np.linspace(-1.0, 1.0, len(rollouts))
+        result = group.train_step(TrainBatch.from_rollouts(rollouts, advantages, np.arange(len(rollouts))))
+        learned = [set(ray.get(rank.__ray_call__.remote(_decoded_image_ids))) for rank in group.actors]
+        tensors = [ray.get(rank.adapter_tensors.remote()) for rank in group.actors]
+    finally:
+        group.shutdown()
+    assert learned == sampled  # a rank given another rank's rows would have decoded that rank's images
+    assert result.version == 1 and result.metrics["grad_norm"] > 0
+    assert result.metrics["logprob_mismatch_max"] < 1e-5  # each row scored by the weights that sampled it
+    assert all(torch.equal(tensors[0][name], tensors[1][name]) for name in tensors[0])  # one all-reduced update

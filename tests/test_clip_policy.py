@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from mixgrpo.actors.clip_policy import (
 from mixgrpo.batch import PromptBatch, TrainBatch
 from mixgrpo.config import ConfigError, config_from_dict
 from mixgrpo.errors import InputError
+from mixgrpo.orchestrator.driver import train
 from mixgrpo.rewards.mixer import compute_advantages
 from mixgrpo.tasks import make_task
 
@@ -99,6 +101,30 @@ def test_learner_logprobs_equal_the_sampling_logprobs_before_an_update(full_poli
     assert result.metrics["ratio_max"] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_the_entropy_bonus_is_the_entropy_of_the_whole_class_distribution(tiny_model_cache):
+    config = _config(algorithm={"loss": {"entropy_coef": 0.01}})
+    policy, task = _policy(config), make_task(config.task, 0)
+    prompts = task.sample(0)
+    batch = _train_batch(policy, prompts, 0)
+    with torch.no_grad():
+        p = torch.softmax(policy.logits(prompts.prompt_ids) / config.generator.temperature, dim=-1)
+    per_image = -(p * p.log()).sum(-1)  # over all ten classes, not the sampled one's -log p alone
+    expected = float(per_image.repeat_interleave(config.generator.group_size).mean())
+    assert policy.train_step(batch).metrics["entropy"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_trained_logit_scale_is_clamped_at_ln_100(tiny_model_cache):
+    config = _config(clip={"train_logit_scale": True})
+    policy = _policy(config)
+    assert "logit_scale" in policy.adapter_tensors()
+    ids = make_task(config.task, 0).held_out.prompt_ids[:4]
+    with torch.no_grad():
+        policy.clip.logit_scale.fill_(math.log(100.0))
+        at_the_cap = policy.logits(ids)
+        policy.clip.logit_scale.fill_(math.log(1000.0))
+        assert torch.equal(policy.logits(ids), at_the_cap)
+
+
 def test_grpo_steps_raise_the_probability_of_rewarded_classes(tiny_model_cache):
     config = _config(learner={"lr": 3e-3})
     policy, task = _policy(config), make_task(config.task, 0)
@@ -171,9 +197,11 @@ def test_full_fine_tune_reference_is_a_frozen_copy_of_the_initial_weights(tiny_m
     policy, task = _policy(config), make_task(config.task, 0)
     prompts = task.sample(0)
     initial = policy.logits(prompts.prompt_ids).detach()
+    text_forwards = []  # the text tower is frozen: the reference reads the cached class features too
+    policy.reference.token_embedding.register_forward_hook(lambda *_: text_forwards.append(1))
     for step in range(3):
         result = policy.train_step(_train_batch(policy, prompts, step))
-    assert result.metrics["kl"] > 0
+    assert result.metrics["kl"] > 0 and text_forwards == []
     assert torch.allclose(policy.logits(prompts.prompt_ids, policy.reference), initial, atol=1e-5)
     assert not any(p.requires_grad for p in policy.reference.parameters())
 
@@ -302,6 +330,9 @@ def test_bad_image_files_fail_with_one_line_naming_row_and_column(tmp_path, tiny
     with pytest.raises(InputError, match=r"unreadable.jsonl: row 1, column 'image': not a readable image") as error:
         check_clip_inputs(config.model, config.task, 0)
     assert "\n" not in str(error.value)
+    with pytest.raises(InputError, match=r"unreadable.jsonl: row 1, column 'image'"):
+        train(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the run directory, Ray or any actor
 
 
 def _png(colour, path=None) -> bytes:
@@ -347,6 +378,53 @@ def test_user_images_from_jsonl_paths_and_data_urls_and_parquet_bytes(tmp_path):
     for column, colours in (("img", [red, blue]), ("hf", [green, green])):  # the HF datasets {bytes, path} form
         task = _file_task(tmp_path / "rows.parquet", image_column=column, label_column="digit", classes=["3", "7"])
         assert _decoded(task) == [(colours[0], "7", 1), (colours[1], "3", 0)]
+
+
+def test_an_image_channel_resolves_relative_paths_as_the_policy_does(tmp_path):
+    from mixgrpo.rewards.images import ImageOptions, ImageSource
+
+    (tmp_path / "images").mkdir()
+    _png((255, 0, 0), tmp_path / "images" / "red.png")
+    task = make_task(_file_task(_write_jsonl(tmp_path / "rows.jsonl", [{"image": "images/red.png", "label": "cat"}])), 0)
+    judge = ImageSource(ImageOptions(image_key="image"))  # a clipscore judge with image_key: image, no image_root
+    assert judge.images(["cat"], task.pool.metadata)[0].getpixel((0, 0)) == (255, 0, 0)  # not the working dir's
+
+
+def test_a_clipscore_judge_scores_each_sampled_class_against_its_image(full_policy):
+    from mixgrpo.actors.reward import scoring_input
+    from mixgrpo.rewards.action_dependence import action_independent_heads
+    from mixgrpo.rewards.channels import build_channel
+
+    config, policy, task = full_policy
+    prompts = task.sample(3)
+    rollouts = policy.generate(prompts, 3)
+    judge = build_channel("clipscore", {"image_key": "image", "model": "builtin:tiny-clip", "device": "cpu"})
+    judge.setup()  # a separate frozen CLIP: the row's image against the sampled class name
+    scores = np.array(judge(scoring_input(prompts, rollouts)), dtype=np.float64)
+    assert np.isfinite(scores).all()
+    actions = np.concatenate(rollouts.completion_token_ids).reshape(len(prompts), -1)
+    assert not action_independent_heads(scores.reshape(len(prompts), -1, 1), actions)[0]  # it depends on the class
+
+
+def test_a_job_ships_the_image_file_with_every_image_inline(tmp_path, monkeypatch):
+    import yaml
+
+    from mixgrpo.orchestrator.launch.staging import staged_config
+
+    (tmp_path / "images").mkdir()
+    _png((255, 0, 0), tmp_path / "images" / "red.png")
+    rows = [{"image": "images/red.png", "label": "cat"}, {"image": _png_data_url(), "label": "dog"}]
+    config = _config(task={"path": str(_write_jsonl(tmp_path / "rows.jsonl", rows)), "eval_fraction": 0.0,
+                           "image_classes": {"classes": ["cat", "dog"], "templates": ["a {}"]}})
+    text, files = staged_config(config)
+    job = tmp_path / "job"  # the job's working directory on another machine: only what was shipped
+    job.mkdir()
+    for name, content in files.items():
+        (job / name).write_bytes(content)
+    monkeypatch.chdir(job)
+    shipped = config_from_dict(yaml.safe_load(text)).task
+    assert shipped.path == "images.parquet" and shipped.image_classes.image_root is None
+    assert _decoded(shipped) == _decoded(config.task)
 
 
 def test_bad_parquet_rows_fail_naming_row_and_column(tmp_path):

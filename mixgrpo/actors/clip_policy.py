@@ -288,10 +288,12 @@ class ClipPolicy(Learner):
         return normalize(features.mean(dim=1), dim=-1)
 
     def logits(self, image_ids: np.ndarray, clip: torch.nn.Module | None = None) -> torch.Tensor:
-        """(B, C) float32 logits exp(min(s, ln 100)) * v @ t^T of the images (before the temperature)."""
+        """(B, C) float32 logits exp(min(s, ln 100)) * v @ t^T of the images (before the temperature).
+
+        A frozen text tower's cached class features serve the reference too (its text tower is the same).
+        """
         clip = self.clip if clip is None else clip
-        text = self._text_features if self._text_features is not None and clip is not self.reference else None
-        text = self._class_features(clip) if text is None else text
+        text = self._class_features(clip) if self._text_features is None else self._text_features
         pixels = self.images.pixels(image_ids).to(self.device, dtype=next(clip.visual.parameters()).dtype)
         image = normalize(clip.encode_image(pixels).float(), dim=-1)
         scale = clip.logit_scale.float().clamp(max=MAX_LOGIT_SCALE).exp()

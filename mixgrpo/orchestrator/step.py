@@ -94,6 +94,9 @@ class StepLoop:
             step, prompts, rollouts, scores.rewards, self.config.channel_names, advantages,
             diagnostics.weak_heads.reshape(len(rollouts), -1), diagnostics.review_reason.reshape(-1),
         )
+        if self.config.model.kind == "clip":  # the image's label beside its sampled class (completion)
+            labels = [prompts.metadata[i]["label"] for i in rollouts.prompt_index]
+            table = table.append_column("label", pa.array(labels, type=pa.string()))
         dropped = pa.array([str(reason) for reason in selection.dropped[rollouts.prompt_index]])
         self.recorder.record(step, metrics, table.append_column("dropped", dropped))
         return metrics

@@ -97,7 +97,7 @@ class ImageOptions(ChannelOptions):
     image_key: str | None = None
     """Prompt-metadata column holding the image (path, bytes, data URL, {bytes, path}); exclusive with render."""
     image_root: str | None = None
-    """Directory relative image paths are resolved against (None: the working directory)."""
+    """Directory relative image paths are resolved against (None: the record's image_root, e.g. an image-classes file's folder, else the working directory)."""
     render: Renderer | None = None
     """Render the completion instead (svg: cairosvg, safe mode); exclusive with image_key."""
     render_size: int = Field(default=448, ge=16, le=2048)
@@ -128,5 +128,5 @@ class ImageSource:
         by_record: dict[int, Image.Image | None] = {}  # the m completions of a prompt share its record
         for record in metadata:
             if id(record) not in by_record:
-                by_record[id(record)] = load_image(record.get(self.image_key), self.root)
+                by_record[id(record)] = load_image(record.get(self.image_key), self.root or record.get("image_root"))
         return [by_record[id(record)] for record in metadata]
