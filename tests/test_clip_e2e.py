@@ -50,6 +50,8 @@ def test_held_out_accuracy_rises_and_a_label_independent_channel_is_named(tmp_pa
     before, after = evaluations[0]["eval/accuracy"], evaluations[-1]["eval/accuracy"]
     assert before < 0.2, f"a random image tower starts near chance (0.1), got {before:.3f}"
     assert after - before >= 0.25, f"held-out accuracy {before:.3f} -> {after:.3f} after 40 steps"
+    held_out = outputs.summary.split("held-out eval")[1]  # the summary table train prints, beside the channels
+    assert f"{'accuracy':<14}{before:>10.3f}{after:>10.3f}" in held_out
     warnings = [r.getMessage() for r in caplog.records if "same value" in r.getMessage()]
     assert len(warnings) == 1 and "is_digit" in warnings[0]
     rows = read_metrics(outputs.run_dir)
