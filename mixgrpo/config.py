@@ -470,9 +470,6 @@ class Config(_Section):
         if clip != images:
             raise ValueError(f"model.kind={self.model.kind} with task.kind={self.task.kind}: a CLIP policy needs "
                              "task.kind=image-classes and image-classes needs model.kind=clip")
-        if clip and self.cluster.placement == "disaggregated":
-            raise ValueError("model.kind=clip samples inside its learner ranks (no generator actors): "
-                             "set cluster.placement=colocated (or auto)")
         if clip and self.model.clip.towers != "visual" and self.model.path.startswith("builtin:"):
             raise ValueError(f"model.clip.towers={self.model.clip.towers}: {self.model.path} has a random-init "
                              "text tower, which must stay frozen (towers=visual)")

@@ -109,3 +109,24 @@ def test_two_clip_ranks_each_train_on_the_rows_they_sampled():
     assert result.version == 1 and result.metrics["grad_norm"] > 0
     assert result.metrics["logprob_mismatch_max"] < 1e-5  # each row scored by the weights that sampled it
     assert all(torch.equal(tensors[0][name], tensors[1][name]) for name in tensors[0])  # one all-reduced update
+
+
+@pytest.mark.parametrize("async_steps", [0, 1])
+def test_separate_clip_generators_sample_with_the_weights_the_learner_sends(tmp_path, async_steps):
+    config = load_config(CLIP_DIGITS, [
+        "run.steps=4", "eval.every=0", "run.tensorboard=false", "run.progress=false", "task.prompts_per_step=8",
+        f"algorithm.async_steps={async_steps}",
+        "cluster.placement=disaggregated" if async_steps == 0 else "cluster.placement=auto",
+    ])
+    outputs = train(config, tmp_path / "run")
+    rows = read_metrics(outputs.run_dir)
+    assert [r["policy_version"] for r in rows] == [1, 2, 3, 4]
+    versions = pq.read_table(outputs.rollouts, columns=["step", "policy_version"]).to_pydict()
+    lags = {step - version for step, version in zip(versions["step"], versions["policy_version"])}
+    if async_steps == 0:
+        # the generator samples with exactly the tensors the learner trained: its log-probs are the learner's
+        assert lags == {0}
+        assert max(r["learner/logprob_mismatch_max"] for r in rows) < 1e-5
+    else:
+        assert lags <= {0, 1} and 1 in lags  # one step behind once the pipeline is full
+        assert max(r["rollout_lag/max"] for r in rows) <= 1

@@ -213,6 +213,11 @@ class ClipPolicy(Learner):
     ``load_adapter``, ``train_step``, ``state``, ``load_state``, ``adapter_tensors``,
     ``save_adapter``, ``rendezvous_address``, ``join``, ``shutdown``. The task's
     classes and images come from ``task`` (built here from the config, like the driver's).
+
+    ``colocated`` (the default): it samples with the weights it trains, so nothing is
+    broadcast. Disaggregated (``colocated=False``, e.g. async_steps > 0): a learner rank
+    returns its trained tensors after each step (rank 0) and a generator instance takes
+    them in ``load_adapter``, as a language-model Generator takes a LoRA adapter.
     """
 
     def __init__(
@@ -226,6 +231,7 @@ class ClipPolicy(Learner):
         world_size: int = 1,
         threads: int = 1,
         task: TaskConfig | None = None,
+        colocated: bool = True,
     ) -> None:
         if task is None or task.kind != "image-classes":
             raise ValueError("ClipPolicy needs a task of kind image-classes")
@@ -251,6 +257,7 @@ class ClipPolicy(Learner):
         self.version = 0
         self.skipped_steps = 0
         self.calls = 0
+        self.colocated = colocated
 
     @property
     def _text_trains(self) -> bool:
@@ -363,13 +370,23 @@ class ClipPolicy(Learner):
         )
 
     def train_step(self, batch: TrainBatch) -> LearnerResult:
-        """The Learner's step (epochs, mini-batches, all-reduce); no tensors in the result (nothing to broadcast)."""
-        return dataclasses.replace(super().train_step(batch), adapter=None)
+        """The Learner's step (epochs, mini-batches, all-reduce); colocated: no tensors in the result (nothing to
+        broadcast), else rank 0's trained tensors for the generators."""
+        result = super().train_step(batch)
+        return dataclasses.replace(result, adapter=None) if self.colocated else result
 
     def load_adapter(self, tensors: Any, version: int, rollback: bool = False) -> int:
-        """Nothing to load (it samples with its own weights): checks that ``version`` is the one it holds."""
-        if version != self.version:
-            raise ValueError(f"CLIP policy rank {self.rank} holds version {self.version}, not {version}")
+        """Colocated: nothing to load (it samples with its own weights), checks ``version`` is the one it holds.
+        A disaggregated generator: takes the learner's trained tensors as ``version`` (forward only, except
+        ``rollback`` after a restore); returns the version it now samples with."""
+        if self.colocated:
+            if version != self.version:
+                raise ValueError(f"CLIP policy rank {self.rank} holds version {self.version}, not {version}")
+            return version
+        if version < self.version and not rollback:
+            raise ValueError(f"refusing version {version}: CLIP generator {self.rank} already samples {self.version}")
+        self._load_trained(tensors)
+        self.version = version
         return version
 
     def adapter_tensors(self) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import ray
 
 from mixgrpo.actors.backends import vllm_available
-from mixgrpo.actors.clip_policy import check_clip_inputs
+from mixgrpo.actors.clip_policy import ClipPolicy, check_clip_inputs
 from mixgrpo.actors.generator import Generator
 from mixgrpo.actors.models import check_model_path
 from mixgrpo.config import Config, dump_config
@@ -172,20 +172,26 @@ def create_actors(config: Config, group: Any, slots: list[Slot]) -> Actors:
     by_role: dict[str, list[Slot]] = {}
     for slot in slots:
         by_role.setdefault(slot.role, []).append(slot)
-    remote_generator = remote_class(Generator)
     restartable = {"max_restarts": config.cluster.max_actor_restarts}
-    generators = [
-        remote_generator.options(**actor_options(group, slots, slot), **restartable).remote(
-            config.model, config.learner.lora, config.generator, config.run.seed, slot.index
-        )
-        for slot in by_role.get("generator", [])
-    ]
+    generators = [start_generator(config, actor_options(group, slots, slot) | restartable, slot.index)
+                  for slot in by_role.get("generator", [])]
     reward_slots = dict(zip(reward_actors(config.rewards), by_role["reward"], strict=True))
     rewards = start_reward_hosts(config.rewards,
                                  lambda spec: {**actor_options(group, slots, reward_slots[spec]), **restartable})
     learner_options = [actor_options(group, slots, slot) for slot in by_role["learner"]]
     colocated = placement == "colocated"
     return Actors(generators, rewards, LearnerGroup(config, learner_options, colocated), learner_options, colocated)
+
+
+def start_generator(config: Config, options: dict[str, Any], index: int) -> Any:
+    """Generator actor ``index`` (disaggregated): a Generator, or for model.kind=clip a ClipPolicy that only samples
+    and takes the learner's trained tensors (``colocated=False``)."""
+    if config.model.kind == "clip":
+        return remote_class(ClipPolicy).options(**options).remote(
+            config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed, index,
+            task=config.task, colocated=False)
+    return remote_class(Generator).options(**options).remote(
+        config.model, config.learner.lora, config.generator, config.run.seed, index)
 
 
 def _prepare_run_dir(config: Config, run_dir: Path, resume: bool) -> None:

@@ -51,6 +51,14 @@ class LearnerGroup:
                 return remote_class(rank_class).options(**options).remote(*args, **task)
 
             self.actors = [start(rank, options) for rank, options in enumerate(options_per_rank)]
+        elif config.model.kind == "clip":  # disaggregated: the ranks return their trained tensors for the generators
+            self.actors = [
+                remote_class(ClipPolicy).options(**options).remote(
+                    config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed,
+                    rank, world_size, task=config.task, colocated=False,
+                )
+                for rank, options in enumerate(options_per_rank)
+            ]
         else:
             remote_learner = remote_class(Learner)
             self.actors = [

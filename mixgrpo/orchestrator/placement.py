@@ -114,7 +114,7 @@ def choose_placement(config: Config) -> tuple[str, str]:
     cluster = config.cluster
     if cluster.placement != "auto":
         return cluster.placement, "cluster.placement=" + cluster.placement
-    if config.model.kind == "clip":
+    if config.model.kind == "clip" and config.algorithm.async_steps == 0:
         return "colocated", "model.kind=clip samples inside its learner ranks"
     if config.algorithm.async_steps > 0:
         return "disaggregated", f"algorithm.async_steps={config.algorithm.async_steps} needs generators of their own"
