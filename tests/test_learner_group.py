@@ -38,9 +38,12 @@ def _trajectory(config, ranks: int, batches: list[TrainBatch]):
     group = LearnerGroup(config, [{"num_cpus": 0.5}] * ranks)
     try:
         results = [group.train_step(batch) for batch in batches]
+        # the adapter reaches the driver as a reference only: rank 0 published it to the object store
+        assert all(isinstance(r.adapter, ray.ObjectRef) for r in results)
+        adapter = ray.get(results[-1].adapter)
     finally:
         group.shutdown()
-    return [r.metrics["loss"] for r in results], results[-1].adapter
+    return [r.metrics["loss"] for r in results], adapter
 
 
 @pytest.mark.parametrize(("epochs", "mini_batches"), [(1, 1), (2, 2)])

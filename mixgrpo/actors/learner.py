@@ -65,7 +65,8 @@ class LearnerResult:
     metrics: dict[str, float]
     """Loss metrics averaged over ranks, plus grad_norm, lr and skipped."""
     adapter: dict[str, torch.Tensor] | None
-    """LoRA tensors on CPU (rank 0 only; None on other ranks)."""
+    """LoRA tensors on CPU (rank 0 only; None on other ranks). The orchestrator's learner group hands on a
+    reference to them instead, which the rollout pipeline forwards to the generators."""
 
 
 @dataclass(frozen=True)

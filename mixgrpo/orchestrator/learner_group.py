@@ -6,6 +6,7 @@ ones for model.kind=clip); the rollout pipeline uses ``actors`` as its generator
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import ray
@@ -15,7 +16,7 @@ from mixgrpo.actors.colocated import ColocatedRank
 from mixgrpo.actors.learner import Learner, LearnerResult
 from mixgrpo.batch import TrainBatch
 from mixgrpo.config import Config
-from mixgrpo.orchestrator.placement import InProcessActor, remote_class
+from mixgrpo.orchestrator.placement import InProcessActor, PublishesAdapter, remote_class
 
 
 def rank_threads(num_cpus: float) -> int:
@@ -53,14 +54,14 @@ class LearnerGroup:
             self.actors = [start(rank, options) for rank, options in enumerate(options_per_rank)]
         elif config.model.kind == "clip":  # disaggregated: the ranks return their trained tensors for the generators
             self.actors = [
-                remote_class(ClipPolicy).options(**options).remote(
+                remote_class(ClipPolicy, PublishesAdapter).options(**options).remote(
                     config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed,
                     rank, world_size, task=config.task, colocated=False,
                 )
                 for rank, options in enumerate(options_per_rank)
             ]
         else:
-            remote_learner = remote_class(Learner)
+            remote_learner = remote_class(Learner, PublishesAdapter)
             self.actors = [
                 remote_learner.options(**options).remote(
                     config.model, config.learner, config.algorithm.loss,
@@ -81,14 +82,20 @@ class LearnerGroup:
     def train_step(self, batch: TrainBatch) -> LearnerResult:
         """One optimizer step over the whole batch, sharded across ranks; rank 0's result.
 
-        Disaggregated: a strided shard each. Colocated: each rank trains on the rows it sampled.
+        Disaggregated: a strided shard each, and the result's ``adapter`` is an ObjectRef of rank 0's
+        tensors (``PublishesAdapter``) for ``RolloutPipeline.broadcast`` to forward. Colocated: each rank
+        trains on the rows it sampled; no adapter.
 
         If any rank fails, the others are killed at once (a survivor would otherwise wait in a
         collective until its timeout) and LearnerGroupError is raised.
         """
         shards = [batch.sampled_by(rank) if self.colocated else batch.shard(rank, self.world_size)
                   for rank in range(self.world_size)]
-        refs = [actor.train_step.remote(shard) for actor, shard in zip(self.actors, shards)]
+        if self.colocated:
+            first, adapter = self.actors[0].train_step.remote(shards[0]), None
+        else:
+            first, adapter = self.actors[0].train_step_publishing.remote(shards[0])
+        refs = [first] + [actor.train_step.remote(shard) for actor, shard in zip(self.actors[1:], shards[1:])]
         pending = list(refs)
         try:
             while pending:
@@ -97,7 +104,8 @@ class LearnerGroup:
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
             self.kill()
             raise LearnerGroupError(f"learner rank failed: {str(error).splitlines()[0]}") from error
-        return ray.get(refs[0])
+        result = ray.get(first)
+        return result if adapter is None else dataclasses.replace(result, adapter=adapter)
 
     def state(self) -> dict[str, Any]:
         """Checkpointable learner state (identical on every rank; taken from rank 0)."""

@@ -19,6 +19,7 @@ so the ranks may use every core. Ray does the scheduling, ``pack`` or
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -294,9 +295,25 @@ def tree_pss(root: "psutil.Process") -> tuple[float, int]:
     return total, counted
 
 
-def remote_class(cls: type) -> Any:
-    """``ray.remote`` of ``cls`` with placement introspection and timed methods (the plain class stays Ray-free)."""
-    return ray.remote(type(f"Remote{cls.__name__}", (cls, Introspect, Traced), traced_methods(cls)))
+class PublishesAdapter:
+    """Mixin of remote learner ranks: a step's result and its adapter as two objects.
+
+    The adapter then goes from rank 0 to the generators through the object store: the driver
+    forwards its ObjectRef and never deserialises the tensors (for a large adapter, the driver
+    would otherwise copy it in and out every step).
+    """
+
+    @ray.method(num_returns=2)
+    def train_step_publishing(self, batch: Any) -> tuple[Any, Any]:
+        """``train_step``; returns (its result without the adapter, the adapter)."""
+        result = self.train_step(batch)
+        return dataclasses.replace(result, adapter=None), result.adapter
+
+
+def remote_class(cls: type, *mixins: type) -> Any:
+    """``ray.remote`` of ``cls`` with placement introspection, timed methods and ``mixins`` (the plain class stays
+    Ray-free)."""
+    return ray.remote(type(f"Remote{cls.__name__}", (cls, *mixins, Introspect, Traced), traced_methods(cls)))
 
 
 class InProcessActor:

@@ -146,8 +146,8 @@ class RolloutPipeline:
         """Forget generation launched ahead (after a learner restart it would be from a dropped adapter)."""
         self._launched.clear()
 
-    def broadcast(self, adapter: dict[str, Any], version: int, rollback: bool = False) -> None:
-        """Send the adapter (one object-store copy) to every generator as ``version``.
+    def broadcast(self, adapter: dict[str, Any] | ray.ObjectRef, version: int, rollback: bool = False) -> None:
+        """Send the adapter (one object-store copy; an ObjectRef is forwarded as it is) to every generator as ``version``.
 
         Returns at once: each generator runs its calls in order, so the load is applied before
         the next generation on that actor (in async mode, right after the one in flight); the
@@ -157,7 +157,8 @@ class RolloutPipeline:
         if self.colocated:
             self.version = version
             return
-        self._adapter_ref, self.version = ray.put(adapter), version
+        self._adapter_ref = adapter if isinstance(adapter, ray.ObjectRef) else ray.put(adapter)
+        self.version = version
         self._broadcasts += [(index, g.load_adapter.remote(self._adapter_ref, version, rollback))
                              for index, g in enumerate(self.generators)]
 
