@@ -20,6 +20,7 @@ from mixgrpo.batch import PromptBatch, TrainBatch
 from mixgrpo.config import ConfigError, config_from_dict
 from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.driver import train
+from mixgrpo.orchestrator.placement import choose_placement
 from mixgrpo.rewards.mixer import compute_advantages
 from mixgrpo.tasks import make_task
 
@@ -450,9 +451,15 @@ def test_a_random_init_text_tower_stays_frozen():
         _config(clip={"towers": "both"})
 
 
-def test_clip_needs_colocated_placement():
-    with pytest.raises(ConfigError, match="cluster.placement=colocated"):
-        _config(cluster={"placement": "disaggregated"})
+@pytest.mark.parametrize(("cluster", "async_steps", "placement"), [
+    ({"placement": "colocated"}, 0, "colocated"),
+    ({"placement": "auto"}, 0, "colocated"),  # the policy samples inside its ranks
+    ({"placement": "auto"}, 1, "disaggregated"),  # async: separate ClipPolicy generators
+    ({"placement": "disaggregated"}, 0, "disaggregated"),
+])
+def test_clip_samples_in_its_ranks_unless_asked_for_separate_generators(cluster, async_steps, placement):
+    config = _config(cluster=cluster, algorithm={"async_steps": async_steps})
+    assert choose_placement(config)[0] == placement
 
 
 def test_pretrained_weights_that_are_not_local_fail_at_once(monkeypatch, tmp_path):
