@@ -16,6 +16,14 @@ import numpy as np
 import pyarrow as pa
 
 
+def _row_column(name: str, value: Any, default: np.ndarray) -> np.ndarray:
+    """A per-row column given at construction: ``default`` when None, else ``value`` as its dtype and shape (N,)."""
+    column = default if value is None else np.asarray(value, dtype=default.dtype)
+    if column.shape != default.shape:
+        raise ValueError(f"{name} must be {default.shape}, got {column.shape}")
+    return column
+
+
 class _PacksRagged:
     """Pickles each ragged column (``_RAGGED``) as one flat array and the row lengths.
 
@@ -90,13 +98,9 @@ class RolloutBatch(_PacksRagged):
     also trains on it (None when built: 0)."""
 
     def __post_init__(self) -> None:
-        flags = np.zeros(len(self), dtype=bool) if self.truncated is None else np.asarray(self.truncated, dtype=bool)
-        source = np.zeros(len(self), dtype=np.int64) if self.source is None else np.asarray(self.source, np.int64)
-        for name, column in (("truncated", flags), ("source", source)):
-            if column.shape != (len(self),):
-                raise ValueError(f"{name} must be ({len(self)},), got {column.shape}")
-        object.__setattr__(self, "truncated", flags)  # frozen: the one normalisation at construction
-        object.__setattr__(self, "source", source)
+        n = len(self)  # frozen: the one normalisation at construction
+        object.__setattr__(self, "truncated", _row_column("truncated", self.truncated, np.zeros(n, dtype=bool)))
+        object.__setattr__(self, "source", _row_column("source", self.source, np.zeros(n, dtype=np.int64)))
 
     def __len__(self) -> int:
         return len(self.completion_text)
@@ -168,14 +172,10 @@ class TrainBatch(_PacksRagged):
     """(N,) int64 generator (colocated: learner rank) that sampled each sequence (None when built: 0)."""
 
     def __post_init__(self) -> None:
-        rows = np.arange(len(self), dtype=np.int64) if self.rows is None else np.asarray(self.rows, dtype=np.int64)
-        source = np.zeros(len(self), dtype=np.int64) if self.source is None else np.asarray(self.source, np.int64)
-        for name, column in (("rows", rows), ("source", source)):
-            if column.shape != (len(self),):
-                raise ValueError(f"{name} must be ({len(self)},), got {column.shape}")
-        object.__setattr__(self, "rows", rows)  # frozen: the one normalisation at construction
-        object.__setattr__(self, "source", source)
-        object.__setattr__(self, "total_rows", len(self) if self.total_rows is None else int(self.total_rows))
+        n = len(self)  # frozen: the one normalisation at construction
+        object.__setattr__(self, "rows", _row_column("rows", self.rows, np.arange(n, dtype=np.int64)))
+        object.__setattr__(self, "source", _row_column("source", self.source, np.zeros(n, dtype=np.int64)))
+        object.__setattr__(self, "total_rows", n if self.total_rows is None else int(self.total_rows))
 
     def __len__(self) -> int:
         return len(self.advantages)

@@ -12,6 +12,7 @@ cores the process reserved).
 from __future__ import annotations
 
 import time
+
 import psutil
 
 

@@ -27,7 +27,7 @@ from mixgrpo.faults import failpoint
 from mixgrpo.orchestrator.checkpoint import load_latest_checkpoint, save_checkpoint
 from mixgrpo.orchestrator.dead_channel import RewardChannelDead
 from mixgrpo.orchestrator.interrupt import StopRequest, TrainingInterrupted
-from mixgrpo.orchestrator.learner_group import LearnerGroup, LearnerGroupError
+from mixgrpo.orchestrator.learner_group import LearnerGroup, LearnerGroupError, rank_args
 from mixgrpo.orchestrator.evaluation import Evaluator, eval_prompts
 from mixgrpo.orchestrator.metrics import RunRecorder, plot_eval, plot_rewards, summary_table
 from mixgrpo.orchestrator.outputs import push_outputs
@@ -187,9 +187,8 @@ def start_generator(config: Config, options: dict[str, Any], index: int) -> Any:
     """Generator actor ``index`` (disaggregated): a Generator, or for model.kind=clip a ClipPolicy that only samples
     and takes the learner's trained tensors (``colocated=False``)."""
     if config.model.kind == "clip":
-        return remote_class(ClipPolicy).options(**options).remote(
-            config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed, index,
-            task=config.task, colocated=False)
+        return remote_class(ClipPolicy).options(**options).remote(*rank_args(config), index, task=config.task,
+                                                                  colocated=False)
     return remote_class(Generator).options(**options).remote(
         config.model, config.learner.lora, config.generator, config.run.seed, index)
 

@@ -24,6 +24,11 @@ def rank_threads(num_cpus: float) -> int:
     return max(1, int(num_cpus))
 
 
+def rank_args(config: Config) -> tuple[Any, ...]:
+    """The leading arguments of a ColocatedRank or ClipPolicy: model, learner, loss, generator settings, seed."""
+    return config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed
+
+
 class LearnerGroupError(RuntimeError):
     """A learner rank died or raised during a step; the group has been killed."""
 
@@ -34,32 +39,25 @@ class LearnerGroup:
     ``colocated``: ColocatedRank actors, each running learner.threads / generator.threads torch
     threads, at most the whole CPUs of its ``num_cpus`` (at least one). With
     ``cluster.rank_in_driver`` the one rank is an ``InProcessActor`` in this process.
+    model.kind=clip: ClipPolicy ranks in either placement (disaggregated, they publish their tensors).
     """
 
     def __init__(self, config: Config, options_per_rank: list[dict[str, Any]], colocated: bool = False) -> None:
         world_size = len(options_per_rank)
         self.colocated = colocated
-        if colocated:
-            clip = config.model.kind == "clip"  # a CLIP classifier samples its own rollouts the same way
+        clip = config.model.kind == "clip"
+        if colocated or clip:  # ranks that sample too: ColocatedRank, or a CLIP classifier (either placement)
             rank_class = ClipPolicy if clip else ColocatedRank
-            task = {"task": config.task} if clip else {}
+            keywords = {"task": config.task, "colocated": colocated} if clip else {}
+            remote_rank = remote_class(rank_class, *(() if colocated else (PublishesAdapter,)))
 
             def start(rank: int, options: dict[str, Any]) -> Any:
-                args = (config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed,
-                        rank, world_size, rank_threads(options.get("num_cpus", 1)))
-                if config.cluster.rank_in_driver:
-                    return InProcessActor(rank_class, *args, **task)
-                return remote_class(rank_class).options(**options).remote(*args, **task)
+                args = (*rank_args(config), rank, world_size, rank_threads(options.get("num_cpus", 1)))
+                if config.cluster.rank_in_driver:  # validated: colocated, one rank
+                    return InProcessActor(rank_class, *args, **keywords)
+                return remote_rank.options(**options).remote(*args, **keywords)
 
             self.actors = [start(rank, options) for rank, options in enumerate(options_per_rank)]
-        elif config.model.kind == "clip":  # disaggregated: the ranks return their trained tensors for the generators
-            self.actors = [
-                remote_class(ClipPolicy, PublishesAdapter).options(**options).remote(
-                    config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed,
-                    rank, world_size, task=config.task, colocated=False,
-                )
-                for rank, options in enumerate(options_per_rank)
-            ]
         else:
             remote_learner = remote_class(Learner, PublishesAdapter)
             self.actors = [

@@ -19,7 +19,6 @@ so the ranks may use every core. Ray does the scheduling, ``pack`` or
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -307,13 +306,18 @@ class PublishesAdapter:
     def train_step_publishing(self, batch: Any) -> tuple[Any, Any]:
         """``train_step``; returns (its result without the adapter, the adapter)."""
         result = self.train_step(batch)
-        return dataclasses.replace(result, adapter=None), result.adapter
+        return replace(result, adapter=None), result.adapter
+
+
+def _actor_type(prefix: str, cls: type, *mixins: type) -> type:
+    """``cls`` with ``mixins``, placement introspection and timed methods: what the orchestrator calls as an actor."""
+    return type(f"{prefix}{cls.__name__}", (cls, *mixins, Introspect, Traced), traced_methods(cls))
 
 
 def remote_class(cls: type, *mixins: type) -> Any:
     """``ray.remote`` of ``cls`` with placement introspection, timed methods and ``mixins`` (the plain class stays
     Ray-free)."""
-    return ray.remote(type(f"Remote{cls.__name__}", (cls, *mixins, Introspect, Traced), traced_methods(cls)))
+    return ray.remote(_actor_type("Remote", cls, *mixins))
 
 
 class InProcessActor:
@@ -326,7 +330,7 @@ class InProcessActor:
     """
 
     def __init__(self, cls: type, *args: Any, **kwargs: Any) -> None:
-        self.instance = type(f"InProcess{cls.__name__}", (cls, Introspect, Traced), traced_methods(cls))(*args, **kwargs)
+        self.instance = _actor_type("InProcess", cls)(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return _InProcessMethod(getattr(self.instance, name))
