@@ -5,12 +5,17 @@ R reward channels. Completions are stored group-major: the m completions of
 prompt 0, then those of prompt 1, and so on; ``prompt_index`` says which.
 Ragged token sequences are lists of 1-D numpy arrays (Arrow ``list<...>``); pickled
 (Ray's transport) each ragged column travels as one flat array plus the row lengths.
+
+Token arrays never pass through the driver: a generator's RolloutBatch stays in the object
+store, the driver and the reward actors read its ``RolloutView`` (text, lengths, versions), and
+each learner rank fetches the token rows it trains on from a ``TrainOrder`` (``TokenRows``
+says where each row lives).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +27,18 @@ def _row_column(name: str, value: Any, default: np.ndarray) -> np.ndarray:
     if column.shape != default.shape:
         raise ValueError(f"{name} must be {default.shape}, got {column.shape}")
     return column
+
+
+def _take_rows(column: Any, rows: np.ndarray) -> Any:
+    """The entries of a per-row column (numpy array or list) at ``rows``, in that order."""
+    return column[rows] if isinstance(column, np.ndarray) else [column[i] for i in rows]
+
+
+def _concat_rows(columns: list[Any]) -> Any:
+    """Per-row columns (all numpy arrays, or all lists) joined in order."""
+    if isinstance(columns[0], np.ndarray):
+        return np.concatenate(columns)
+    return [entry for column in columns for entry in column]
 
 
 class _PacksRagged:
@@ -113,29 +130,104 @@ class RolloutBatch(_PacksRagged):
     @staticmethod
     def concat(parts: list["RolloutBatch"], prompt_offsets: list[int]) -> "RolloutBatch":
         """Join shards; shard k's prompt_index is shifted by ``prompt_offsets[k]``."""
-        return RolloutBatch(
-            prompt_index=np.concatenate([p.prompt_index + off for p, off in zip(parts, prompt_offsets)]),
-            prompt_token_ids=[t for p in parts for t in p.prompt_token_ids],
-            completion_token_ids=[t for p in parts for t in p.completion_token_ids],
-            behaviour_logprobs=[t for p in parts for t in p.behaviour_logprobs],
-            completion_text=[t for p in parts for t in p.completion_text],
-            policy_version=np.concatenate([p.policy_version for p in parts]),
-            truncated=np.concatenate([p.truncated for p in parts]),
-            source=np.concatenate([p.source for p in parts]),
-        )
+        columns = {f.name: _concat_rows([getattr(p, f.name) for p in parts]) for f in fields(RolloutBatch)}
+        columns["prompt_index"] = np.concatenate([p.prompt_index + off for p, off in zip(parts, prompt_offsets)])
+        return RolloutBatch(**columns)
 
     def take(self, rows: np.ndarray) -> "RolloutBatch":
         """The completions at ``rows`` (prompt_index kept as is)."""
-        return RolloutBatch(
-            prompt_index=self.prompt_index[rows],
-            prompt_token_ids=[self.prompt_token_ids[i] for i in rows],
-            completion_token_ids=[self.completion_token_ids[i] for i in rows],
-            behaviour_logprobs=[self.behaviour_logprobs[i] for i in rows],
-            completion_text=[self.completion_text[i] for i in rows],
-            policy_version=self.policy_version[rows],
-            truncated=self.truncated[rows],
-            source=self.source[rows],
-        )
+        return RolloutBatch(**{f.name: _take_rows(getattr(self, f.name), rows) for f in fields(self)})
+
+    def view(self) -> "RolloutView":
+        """These completions without their token arrays (``tokens`` unset: the caller knows where they are)."""
+        return RolloutView(self.prompt_index, self.completion_text, self.completion_lengths, self.policy_version,
+                           self.truncated, self.source)
+
+
+@dataclass(frozen=True)
+class TokenRows:
+    """Where the token columns of N rollouts are: row i is row ``row[i]`` of the RolloutBatch ``parts[part[i]]``.
+
+    ``parts`` are object-store references (Ray ObjectRefs) of whole generator shards: the driver
+    passes them on without reading them; a learner rank fetches those its rows need.
+    """
+
+    parts: list[Any]
+    """References of RolloutBatch objects (one per generator shard)."""
+    part: np.ndarray
+    """(N,) int64 index into ``parts``."""
+    row: np.ndarray
+    """(N,) int64 row within that part."""
+
+    @staticmethod
+    def whole(ref: Any, n: int) -> "TokenRows":
+        """Rows 0 .. n-1 of the one batch behind ``ref``."""
+        return TokenRows([ref], np.zeros(n, dtype=np.int64), np.arange(n, dtype=np.int64))
+
+    def take(self, rows: np.ndarray) -> "TokenRows":
+        """The entries at ``rows``, in that order (every part is kept: indices stay valid)."""
+        return TokenRows(self.parts, self.part[rows], self.row[rows])
+
+    @staticmethod
+    def concat(items: list["TokenRows"]) -> "TokenRows":
+        """Entries joined in order; their parts listed one after another."""
+        offsets = np.cumsum([0] + [len(t.parts) for t in items[:-1]])
+        return TokenRows([ref for t in items for ref in t.parts],
+                         np.concatenate([t.part + off for t, off in zip(items, offsets)]),
+                         np.concatenate([t.row for t in items]))
+
+    def fetch(self, get: Callable[[list[Any]], list["RolloutBatch"]]) -> dict[str, list[np.ndarray]]:
+        """The token columns of these rows; ``get`` turns references into batches (``ray.get``), called once,
+        with only the parts these rows use."""
+        used = np.unique(self.part)
+        batches = dict(zip(used.tolist(), get([self.parts[p] for p in used])))
+        pairs = list(zip(self.part.tolist(), self.row.tolist()))
+        return {name: [getattr(batches[p], name)[r] for p, r in pairs] for name in RolloutBatch._RAGGED}
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    """N sampled completions as the driver and the reward actors read them: text, lengths, versions, no tokens.
+
+    Columns as in RolloutBatch (``RolloutBatch.view``); ``completion_lengths`` is stored, and
+    ``tokens`` says where the token rows are (None: nowhere the caller needs, e.g. a reward actor's copy).
+    """
+
+    prompt_index: np.ndarray
+    """(N,) int64 row of each completion's prompt in the step's PromptBatch."""
+    completion_text: list[str]
+    """(N,) decoded completions."""
+    completion_lengths: np.ndarray
+    """(N,) int64 number of sampled tokens per completion."""
+    policy_version: np.ndarray
+    """(N,) int64 adapter version that produced each completion."""
+    truncated: np.ndarray
+    """(N,) bool: cut at generator.max_new_tokens without EOS."""
+    source: np.ndarray
+    """(N,) int64 generator (colocated: learner rank) that sampled each completion."""
+    tokens: TokenRows | None = None
+    """Where each row's token arrays are (set by the rollout pipeline)."""
+
+    def __len__(self) -> int:
+        return len(self.completion_text)
+
+    def take(self, rows: np.ndarray) -> "RolloutView":
+        """The completions at ``rows`` (prompt_index kept as is)."""
+        columns = {f.name: _take_rows(getattr(self, f.name), rows) for f in fields(self) if f.name != "tokens"}
+        return RolloutView(**columns, tokens=None if self.tokens is None else self.tokens.take(rows))
+
+    @staticmethod
+    def concat(parts: list["RolloutView"], prompt_offsets: list[int]) -> "RolloutView":
+        """Join shards; shard k's prompt_index is shifted by ``prompt_offsets[k]``; tokens kept where every part has them."""
+        columns = {f.name: _concat_rows([getattr(p, f.name) for p in parts]) for f in fields(RolloutView)
+                   if f.name != "tokens"}
+        columns["prompt_index"] = np.concatenate([p.prompt_index + off for p, off in zip(parts, prompt_offsets)])
+        tokens = None if any(p.tokens is None for p in parts) else TokenRows.concat([p.tokens for p in parts])
+        return RolloutView(**columns, tokens=tokens)
+
+    def without_tokens(self) -> "RolloutView":
+        """This view with ``tokens`` unset (what a reward actor gets: no references to hold)."""
+        return RolloutView(**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "tokens"})
 
 
 @dataclass(frozen=True)
@@ -150,8 +242,37 @@ class ChannelScores:
     """Wall time spent scoring."""
 
 
+class _ShardsRows:
+    """What TrainBatch and TrainOrder share: the whole batch's row numbers and sources, and the shards of a step."""
+
+    rows: np.ndarray
+    total_rows: int
+    source: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.advantages)  # type: ignore[attr-defined]
+
+    def _normalise_rows(self) -> None:
+        """Fill ``rows``, ``source`` and ``total_rows`` left None (frozen: the one normalisation at construction)."""
+        n = len(self)
+        object.__setattr__(self, "rows", _row_column("rows", self.rows, np.arange(n, dtype=np.int64)))
+        object.__setattr__(self, "source", _row_column("source", self.source, np.zeros(n, dtype=np.int64)))
+        object.__setattr__(self, "total_rows", n if self.total_rows is None else int(self.total_rows))
+
+    def shard(self, rank: int, world_size: int) -> Any:
+        """Rows rank, rank + world_size, ... (a strided split keeps shard sizes within one)."""
+        return self._take(np.arange(rank, len(self), world_size))
+
+    def sampled_by(self, rank: int) -> Any:
+        """The rows ``source`` says rank ``rank`` sampled (colocated: each rank trains on its own rollouts)."""
+        return self._take(np.flatnonzero(self.source == rank))
+
+    def _take(self, rows: np.ndarray) -> Any:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class TrainBatch(_PacksRagged):
+class TrainBatch(_ShardsRows, _PacksRagged):
     """What the learner needs: tokens, behaviour log-probs and one advantage per sequence."""
 
     _RAGGED = ("prompt_token_ids", "completion_token_ids", "behaviour_logprobs")
@@ -172,13 +293,7 @@ class TrainBatch(_PacksRagged):
     """(N,) int64 generator (colocated: learner rank) that sampled each sequence (None when built: 0)."""
 
     def __post_init__(self) -> None:
-        n = len(self)  # frozen: the one normalisation at construction
-        object.__setattr__(self, "rows", _row_column("rows", self.rows, np.arange(n, dtype=np.int64)))
-        object.__setattr__(self, "source", _row_column("source", self.source, np.zeros(n, dtype=np.int64)))
-        object.__setattr__(self, "total_rows", n if self.total_rows is None else int(self.total_rows))
-
-    def __len__(self) -> int:
-        return len(self.advantages)
+        self._normalise_rows()
 
     @staticmethod
     def from_rollouts(rollouts: RolloutBatch, advantages: np.ndarray, rows: np.ndarray) -> "TrainBatch":
@@ -191,24 +306,9 @@ class TrainBatch(_PacksRagged):
             source=rollouts.source[rows],
         )
 
-    def shard(self, rank: int, world_size: int) -> "TrainBatch":
-        """Rows rank, rank + world_size, ... (a strided split keeps shard sizes within one)."""
-        return self._take(np.arange(rank, len(self), world_size))
-
-    def sampled_by(self, rank: int) -> "TrainBatch":
-        """The rows ``source`` says rank ``rank`` sampled (colocated: each rank trains on its own rollouts)."""
-        return self._take(np.flatnonzero(self.source == rank))
-
     def _take(self, rows: np.ndarray) -> "TrainBatch":
-        return TrainBatch(
-            prompt_token_ids=[self.prompt_token_ids[i] for i in rows],
-            completion_token_ids=[self.completion_token_ids[i] for i in rows],
-            behaviour_logprobs=[self.behaviour_logprobs[i] for i in rows],
-            advantages=self.advantages[rows],
-            rows=self.rows[rows],
-            total_rows=self.total_rows,
-            source=self.source[rows],
-        )
+        columns = {f.name: _take_rows(getattr(self, f.name), rows) for f in fields(self) if f.name != "total_rows"}
+        return TrainBatch(**columns, total_rows=self.total_rows)
 
     def mini_batch_rows(self, count: int) -> list[np.ndarray]:
         """Indices into this batch of the rows of each of ``count`` mini-batches (fewer when the batch is smaller).
@@ -224,6 +324,46 @@ class TrainBatch(_PacksRagged):
         bounds = np.array([j * self.total_rows // count for j in range(count + 1)])
         which = np.searchsorted(bounds, self.rows, side="right") - 1
         return [np.flatnonzero(which == j) for j in range(count)]
+
+
+@dataclass(frozen=True)
+class TrainOrder(_ShardsRows):
+    """A TrainBatch by reference, what the driver sends a learner rank: advantages, and where the token rows are.
+
+    The rank turns it into its TrainBatch with ``resolve(ray.get)``, fetching only the generator
+    shards its rows come from; the driver never holds the token arrays.
+    """
+
+    tokens: TokenRows
+    """(N,) where each sequence's tokens are."""
+    advantages: np.ndarray
+    """(N,) float32 advantage of each completion."""
+    rows: np.ndarray | None = None
+    """(N,) int64 row of each sequence in the step's whole batch (None when built: 0 .. N-1)."""
+    total_rows: int | None = None
+    """Number of rows in the step's whole batch (None when built: N)."""
+    source: np.ndarray | None = None
+    """(N,) int64 generator (colocated: learner rank) that sampled each sequence (None when built: 0)."""
+
+    def __post_init__(self) -> None:
+        self._normalise_rows()
+
+    @staticmethod
+    def from_rollouts(rollouts: RolloutView, advantages: np.ndarray, rows: np.ndarray) -> "TrainOrder":
+        """The rollouts at ``rows`` (those that count in the loss) with their advantages; advantages: (N,)."""
+        if rollouts.tokens is None:
+            raise ValueError("these rollouts do not say where their tokens are (RolloutView.tokens is None)")
+        return TrainOrder(tokens=rollouts.tokens.take(rows), advantages=np.asarray(advantages, np.float32)[rows],
+                          source=rollouts.source[rows])
+
+    def _take(self, rows: np.ndarray) -> "TrainOrder":
+        return TrainOrder(self.tokens.take(rows), self.advantages[rows], self.rows[rows], self.total_rows,
+                          self.source[rows])
+
+    def resolve(self, get: Callable[[list[Any]], list[RolloutBatch]]) -> TrainBatch:
+        """The TrainBatch of these rows; ``get`` fetches the generator shards they use (``ray.get``), once."""
+        return TrainBatch(**self.tokens.fetch(get), advantages=self.advantages, rows=self.rows,
+                          total_rows=self.total_rows, source=self.source)
 
 
 def rollout_table(

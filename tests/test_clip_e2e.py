@@ -12,7 +12,7 @@ import ray
 import torch
 from ray_helpers import start_local_ray
 
-from mixgrpo.batch import TrainBatch
+from mixgrpo.batch import TrainOrder
 from mixgrpo.config import load_config
 from mixgrpo.orchestrator.driver import train
 from mixgrpo.orchestrator.cli import main
@@ -100,7 +100,7 @@ def test_two_clip_ranks_each_train_on_the_rows_they_sampled():
         assert sampled == [set(image_ids[rollouts.source == rank].tolist()) for rank in range(2)]
         assert sampled[0] and sampled[1] and not sampled[0] & sampled[1]  # three images each
         advantages = np.linspace(-1.0, 1.0, len(rollouts))
-        result = group.train_step(TrainBatch.from_rollouts(rollouts, advantages, np.arange(len(rollouts))))
+        result = group.train_step(TrainOrder.from_rollouts(rollouts, advantages, np.arange(len(rollouts))))
         learned = [set(ray.get(rank.__ray_call__.remote(_decoded_image_ids))) for rank in group.actors]
         tensors = [ray.get(rank.adapter_tensors.remote()) for rank in group.actors]
     finally:

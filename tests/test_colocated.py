@@ -17,7 +17,7 @@ import torch
 from ray_helpers import start_local_ray
 
 from mixgrpo.actors.colocated import ColocatedRank
-from mixgrpo.batch import TrainBatch
+from mixgrpo.batch import TrainBatch, TrainOrder
 from mixgrpo.config import ConfigError, load_config
 from mixgrpo.errors import InputError
 from mixgrpo.orchestrator.driver import create_actors, train
@@ -166,7 +166,7 @@ def test_ranks_generate_and_learn_on_their_own_gpu(local_ray, gpus, ranks):
     # rank k sampled the k-th contiguous shard of the prompts, and trains on exactly those rows
     shard_of_prompt = np.concatenate([np.full(len(rows), k) for k, rows in enumerate(np.array_split(np.arange(4), ranks))])
     assert rollouts.source.tolist() == shard_of_prompt[rollouts.prompt_index].tolist()
-    batch = TrainBatch.from_rollouts(rollouts, np.arange(8.0), np.arange(1, 8))  # row 0 left out of the loss
+    batch = TrainOrder.from_rollouts(rollouts, np.arange(8.0), np.arange(1, 8))  # row 0 left out of the loss
     for rank in range(ranks):
         mine = batch.sampled_by(rank)
         assert mine.rows.tolist() == [r for r in range(7) if rollouts.source[r + 1] == rank]

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from mixgrpo.batch import ChannelScores, PromptBatch, RolloutBatch
+from mixgrpo.batch import ChannelScores, PromptBatch, RolloutBatch, RolloutView
 from mixgrpo.config import RewardChannelConfig
 from mixgrpo.faults import failpoint
 from mixgrpo.rewards.channels import ScoringInput, build_channel
@@ -59,7 +59,7 @@ class ChannelStuck(RuntimeError):
     """The channel's previous call timed out and is still running; the channel is not entered again."""
 
 
-def scoring_input(prompts: PromptBatch, rollouts: RolloutBatch) -> ScoringInput:
+def scoring_input(prompts: PromptBatch, rollouts: RolloutView | RolloutBatch) -> ScoringInput:
     """The N-completion view a channel scores, prompts and metadata expanded per completion."""
     rows = rollouts.prompt_index
     return ScoringInput(
@@ -183,7 +183,8 @@ class RewardWorker:
         values, counters = split_sub_channels(raw, self.subs, n)
         return {f"{name}/{sub}": column for sub, column in values.items()}, counters
 
-    def score(self, prompts: PromptBatch, rollouts: RolloutBatch, rows: np.ndarray | None = None) -> ChannelScores:
+    def score(self, prompts: PromptBatch, rollouts: RolloutView | RolloutBatch,
+              rows: np.ndarray | None = None) -> ChannelScores:
         """Score every completion (or only ``rows``, this replica's share); failures become nulls and counters.
 
         ``values`` has one (n,) column per head (the channel's name, or ``<name>/<sub>``
@@ -246,7 +247,7 @@ class RewardHost:
     def __init__(self, channels: list[RewardChannelConfig], threads: int = 1) -> None:
         self.workers = {channel.name: RewardWorker(channel, threads) for channel in channels}
 
-    def score(self, names: list[str], prompts: PromptBatch, rollouts: RolloutBatch,
+    def score(self, names: list[str], prompts: PromptBatch, rollouts: RolloutView | RolloutBatch,
               rows: np.ndarray | None = None) -> dict[str, ChannelScores]:
         """Score the named channels on the same batch (or ``rows`` of it), one after another: name -> scores.
 

@@ -47,6 +47,7 @@ from mixgrpo.orchestrator.reward_maps import write_reward_overlays
 from mixgrpo.orchestrator.rollouts import ColocatedRankLost, RolloutPipeline
 from mixgrpo.orchestrator.scoring import start_reward_hosts
 from mixgrpo.orchestrator.step import StepLoop
+from mixgrpo.orchestrator.transport import SplitsRollouts
 from mixgrpo.rewards.channels import ChannelOptionsError, build_channel
 from mixgrpo.rundir import METRICS, ROLLOUTS
 from mixgrpo.tasks import Task, make_task
@@ -187,9 +188,9 @@ def start_generator(config: Config, options: dict[str, Any], index: int) -> Any:
     """Generator actor ``index`` (disaggregated): a Generator, or for model.kind=clip a ClipPolicy that only samples
     and takes the learner's trained tensors (``colocated=False``)."""
     if config.model.kind == "clip":
-        return remote_class(ClipPolicy).options(**options).remote(*rank_args(config), index, task=config.task,
+        return remote_class(ClipPolicy, SplitsRollouts).options(**options).remote(*rank_args(config), index, task=config.task,
                                                                   colocated=False)
-    return remote_class(Generator).options(**options).remote(
+    return remote_class(Generator, SplitsRollouts).options(**options).remote(
         config.model, config.learner.lora, config.generator, config.run.seed, index)
 
 

@@ -17,12 +17,12 @@ from typing import Callable
 
 import numpy as np
 
-from mixgrpo.batch import PromptBatch, RolloutBatch
+from mixgrpo.batch import PromptBatch, RolloutView
 from mixgrpo.config import Config
 from mixgrpo.orchestrator.rollouts import RolloutPipeline, concat_groups, constant_groups
 from mixgrpo.orchestrator.scoring import StepScores
 
-Scorer = Callable[[PromptBatch, RolloutBatch], StepScores]
+Scorer = Callable[[PromptBatch, RolloutView], StepScores]
 """Scores every channel of a batch (the step loop's score_all_channels with its workers)."""
 
 ZERO_ADVANTAGE, SURPLUS = "zero_advantage", "surplus"
@@ -37,7 +37,7 @@ class Selection:
     """Every group generated for a step (all rounds, in order) and which of them the learner gets."""
 
     prompts: PromptBatch
-    rollouts: RolloutBatch
+    rollouts: RolloutView
     scores: StepScores
     dropped: np.ndarray
     """(P_total,) str per group: "" trained on, "zero_advantage" or "surplus" (beyond P)."""
@@ -56,7 +56,7 @@ class Selection:
                 "filter/extra_rounds": float(self.extra_rounds)}
 
 
-def select_groups(config: Config, step: int, prompts: PromptBatch, rollouts: RolloutBatch, scores: StepScores,
+def select_groups(config: Config, step: int, prompts: PromptBatch, rollouts: RolloutView, scores: StepScores,
                   pipeline: RolloutPipeline, score: Scorer) -> Selection:
     """Apply ``algorithm.filter_groups`` and ``task.oversample`` to a step's scored groups."""
     if config.algorithm.filter_groups == "none":

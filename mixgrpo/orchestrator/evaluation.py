@@ -36,6 +36,7 @@ from mixgrpo.orchestrator.placement import remote_class, reward_actors, start_ra
 from mixgrpo.orchestrator.prompt_lengths import load_task
 from mixgrpo.orchestrator.rollouts import RolloutPipeline
 from mixgrpo.orchestrator.scoring import score_all_channels, start_reward_hosts
+from mixgrpo.orchestrator.transport import SplitsRollouts
 from mixgrpo.tasks import Task
 from mixgrpo.tasks.files import read_prompt_file
 
@@ -139,14 +140,14 @@ def evaluate_adapter(config: Config, adapter: Path | None) -> dict[str, Any]:
         cpus = min(1.0, ray.cluster_resources().get("CPU", 1.0) / count)
         gpu = 1 if config.cluster.gpus > 0 else 0
         if clip:
-            policy = remote_class(ClipPolicy).options(num_cpus=cpus, num_gpus=gpu).remote(
+            policy = remote_class(ClipPolicy, SplitsRollouts).options(num_cpus=cpus, num_gpus=gpu).remote(
                 config.model, config.learner, config.algorithm.loss, config.generator, config.run.seed,
                 task=config.task)
             if adapter is not None:
                 ray.get(policy.load_saved.remote(str(adapter)))
             generators = [policy]
         else:
-            generators = [remote_class(Generator).options(num_cpus=cpus, num_gpus=gpu).remote(
+            generators = [remote_class(Generator, SplitsRollouts).options(num_cpus=cpus, num_gpus=gpu).remote(
                 config.model, lora, config.generator, config.run.seed, index)
                 for index in range(config.generator.replicas)]
         workers = start_reward_hosts(config.rewards, lambda spec: {

@@ -14,9 +14,10 @@ import ray
 from mixgrpo.actors.clip_policy import ClipPolicy
 from mixgrpo.actors.colocated import ColocatedRank
 from mixgrpo.actors.learner import Learner, LearnerResult
-from mixgrpo.batch import TrainBatch
+from mixgrpo.batch import TrainBatch, TrainOrder
 from mixgrpo.config import Config
-from mixgrpo.orchestrator.placement import InProcessActor, PublishesAdapter, remote_class
+from mixgrpo.orchestrator.placement import InProcessActor, remote_class
+from mixgrpo.orchestrator.transport import FetchesTokens, PublishesAdapter, SplitsRollouts
 
 
 def rank_threads(num_cpus: float) -> int:
@@ -49,12 +50,13 @@ class LearnerGroup:
         if colocated or clip:  # ranks that sample too: ColocatedRank, or a CLIP classifier (either placement)
             rank_class = ClipPolicy if clip else ColocatedRank
             keywords = {"task": config.task, "colocated": colocated} if clip else {}
-            remote_rank = remote_class(rank_class, *(() if colocated else (PublishesAdapter,)))
+            mixins = (SplitsRollouts, FetchesTokens if colocated else PublishesAdapter)
+            remote_rank = remote_class(rank_class, *mixins)
 
             def start(rank: int, options: dict[str, Any]) -> Any:
                 args = (*rank_args(config), rank, world_size, rank_threads(options.get("num_cpus", 1)))
                 if config.cluster.rank_in_driver:  # validated: colocated, one rank
-                    return InProcessActor(rank_class, *args, **keywords)
+                    return InProcessActor(rank_class, *args, mixins=mixins, **keywords)
                 return remote_rank.options(**options).remote(*args, **keywords)
 
             self.actors = [start(rank, options) for rank, options in enumerate(options_per_rank)]
@@ -77,10 +79,11 @@ class LearnerGroup:
         """Number of ranks."""
         return len(self.actors)
 
-    def train_step(self, batch: TrainBatch) -> LearnerResult:
+    def train_step(self, batch: TrainBatch | TrainOrder) -> LearnerResult:
         """One optimizer step over the whole batch, sharded across ranks; rank 0's result.
 
-        Disaggregated: a strided shard each, and the result's ``adapter`` is an ObjectRef of rank 0's
+        A TrainOrder (the step loop's) holds no tokens: each rank fetches the rows of its shard from
+        the object store (``transport.FetchesTokens``). Disaggregated: a strided shard each, and the result's ``adapter`` is an ObjectRef of rank 0's
         tensors (``PublishesAdapter``) for ``RolloutPipeline.broadcast`` to forward. Colocated: each rank
         trains on the rows it sampled; no adapter.
 
@@ -90,10 +93,10 @@ class LearnerGroup:
         shards = [batch.sampled_by(rank) if self.colocated else batch.shard(rank, self.world_size)
                   for rank in range(self.world_size)]
         if self.colocated:
-            first, adapter = self.actors[0].train_step.remote(shards[0]), None
+            first, adapter = self.actors[0].train_step_order.remote(shards[0]), None
         else:
             first, adapter = self.actors[0].train_step_publishing.remote(shards[0])
-        refs = [first] + [actor.train_step.remote(shard) for actor, shard in zip(self.actors[1:], shards[1:])]
+        refs = [first] + [actor.train_step_order.remote(shard) for actor, shard in zip(self.actors[1:], shards[1:])]
         pending = list(refs)
         try:
             while pending:

@@ -294,21 +294,6 @@ def tree_pss(root: "psutil.Process") -> tuple[float, int]:
     return total, counted
 
 
-class PublishesAdapter:
-    """Mixin of remote learner ranks: a step's result and its adapter as two objects.
-
-    The adapter then goes from rank 0 to the generators through the object store: the driver
-    forwards its ObjectRef and never deserialises the tensors (for a large adapter, the driver
-    would otherwise copy it in and out every step).
-    """
-
-    @ray.method(num_returns=2)
-    def train_step_publishing(self, batch: Any) -> tuple[Any, Any]:
-        """``train_step``; returns (its result without the adapter, the adapter)."""
-        result = self.train_step(batch)
-        return replace(result, adapter=None), result.adapter
-
-
 def _actor_type(prefix: str, cls: type, *mixins: type) -> type:
     """``cls`` with ``mixins``, placement introspection and timed methods: what the orchestrator calls as an actor."""
     return type(f"{prefix}{cls.__name__}", (cls, *mixins, Introspect, Traced), traced_methods(cls))
@@ -325,12 +310,12 @@ class InProcessActor:
 
     ``actor.method.remote(*args)`` runs the method here, at once, and returns an ObjectRef of its
     result (``ray.put``), so ``ray.get`` and ``ray.wait`` work unchanged; an exception propagates from
-    ``remote`` itself. It has the methods of ``remote_class(cls)`` (timing spans, placement, memory).
+    ``remote`` itself. It has the methods of ``remote_class(cls, *mixins)`` (timing spans, placement, memory).
     ``cluster.rank_in_driver`` hosts the one colocated learner rank this way.
     """
 
-    def __init__(self, cls: type, *args: Any, **kwargs: Any) -> None:
-        self.instance = _actor_type("InProcess", cls)(*args, **kwargs)
+    def __init__(self, cls: type, *args: Any, mixins: tuple[type, ...] = (), **kwargs: Any) -> None:
+        self.instance = _actor_type("InProcess", cls, *mixins)(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return _InProcessMethod(getattr(self.instance, name))
@@ -342,6 +327,9 @@ class _InProcessMethod:
     def __init__(self, method: Any) -> None:
         self.method = method
 
-    def remote(self, *args: Any, **kwargs: Any) -> ray.ObjectRef:
-        """Run the method now; its result as an ObjectRef."""
-        return ray.put(self.method(*args, **kwargs))
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the method now; its result as an ObjectRef (a tuple of them for ``@ray.method(num_returns=k)``)."""
+        result = self.method(*args, **kwargs)
+        if getattr(self.method, "__ray_num_returns__", 1) == 1:
+            return ray.put(result)
+        return tuple(ray.put(value) for value in result)

@@ -10,6 +10,10 @@ the learner. No generation is ever launched further ahead, so no rollout is olde
 than N versions (a shard that is older, from a restarted generator, is generated
 again). ``generate(prompts, step, **options)`` runs one extra generation now
 (held-out eval, dynamic-sampling rounds) through the same shards and retries.
+
+What comes back is a RolloutView per shard (``transport.SplitsRollouts``): text, lengths and
+versions, with ``tokens`` pointing at the shard's RolloutBatch, which stays in the object store
+for the learner ranks; the driver never unpickles token arrays.
 Group selection helpers (``take_groups``, ``constant_groups``, ``concat_groups``)
 serve dynamic sampling.
 """
@@ -17,13 +21,13 @@ serve dynamic sampling.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import ray
 
-from mixgrpo.batch import PromptBatch, RolloutBatch
+from mixgrpo.batch import PromptBatch, RolloutBatch, RolloutView, TokenRows
 from mixgrpo.orchestrator.placement import wait_until_alive
 from mixgrpo.tasks import Task
 
@@ -34,7 +38,7 @@ MAX_SHARD_RETRIES = 3
 """Times one shard is generated again after its generator died or served an old adapter."""
 
 
-ShardCallback = Callable[[PromptBatch, RolloutBatch, int], None]
+ShardCallback = Callable[[PromptBatch, RolloutView, int], None]
 """Called with a generator shard's prompts, its rollouts and the row where they start in the step's batch."""
 
 
@@ -46,7 +50,8 @@ class ColocatedRankLost(RuntimeError):
 class _Launched:
     shards: list[PromptBatch]
     offsets: list[int]
-    refs: list[Any]
+    refs: list[tuple[Any, Any]]
+    """(view, rollouts) ObjectRefs of each shard's ``generate_split``."""
     version: int
     """The adapter version published when the step was launched: no shard may come from an older one."""
     options: dict[str, Any]
@@ -85,10 +90,10 @@ class RolloutPipeline:
     def _start(self, prompts: PromptBatch, step: int, options: dict[str, Any]) -> _Launched:
         rows = [s for s in np.array_split(np.arange(len(prompts)), len(self.generators)) if len(s)]
         shards = [prompts.take(r) for r in rows]
-        refs = [g.generate.remote(shard, step, **options) for g, shard in zip(self.generators, shards)]
+        refs = [g.generate_split.remote(shard, step, **options) for g, shard in zip(self.generators, shards)]
         return _Launched(shards, [int(r[0]) for r in rows], refs, self.version, options)
 
-    def collect(self, step: int, on_shard: ShardCallback | None = None) -> tuple[PromptBatch, RolloutBatch]:
+    def collect(self, step: int, on_shard: ShardCallback | None = None) -> tuple[PromptBatch, RolloutView]:
         """The prompts and (group-major) rollouts of ``step``; checks the broadcasts applied so far.
 
         ``on_shard(prompts, rollouts, row_offset)`` is called for each shard as soon as it is back
@@ -100,14 +105,14 @@ class RolloutPipeline:
         self.wait_for_broadcast(block=False)
         return concat_prompts(launched.shards), rollouts
 
-    def generate(self, prompts: PromptBatch, step: int, **options: Any) -> RolloutBatch:
+    def generate(self, prompts: PromptBatch, step: int, **options: Any) -> RolloutView:
         """Generate ``prompts`` now with the current adapter (after anything in flight); ``options`` go to
         ``Generator.generate`` (n, temperature, max_new_tokens, seed)."""
         return self._gather(self._start(prompts, step, options), step)
 
-    def _gather(self, launched: _Launched, step: int, on_shard: ShardCallback | None = None) -> RolloutBatch:
-        parts: dict[int, RolloutBatch] = {}
-        waiting = dict(enumerate(launched.refs))
+    def _gather(self, launched: _Launched, step: int, on_shard: ShardCallback | None = None) -> RolloutView:
+        parts: dict[int, RolloutView] = {}
+        waiting = {index: view for index, (view, _) in enumerate(launched.refs)}
         while waiting:
             if on_shard is None:  # in order
                 index = min(waiting)
@@ -119,15 +124,15 @@ class RolloutPipeline:
             if on_shard is not None:
                 rows_per_prompt = len(parts[index]) // max(len(launched.shards[index]), 1)
                 on_shard(launched.shards[index], parts[index], launched.offsets[index] * rows_per_prompt)
-        return RolloutBatch.concat([parts[i] for i in range(len(parts))], launched.offsets)
+        return RolloutView.concat([parts[i] for i in range(len(parts))], launched.offsets)
 
-    def _shard(self, index: int, launched: _Launched, step: int) -> RolloutBatch:
-        ref = launched.refs[index]
+    def _shard(self, index: int, launched: _Launched, step: int) -> RolloutView:
+        view_ref, rollouts_ref = launched.refs[index]
         for _ in range(MAX_SHARD_RETRIES + 1):
             try:
-                part = ray.get(ref)
+                part = ray.get(view_ref)
                 if (part.policy_version >= launched.version).all():
-                    return part
+                    return replace(part, tokens=TokenRows.whole(rollouts_ref, len(part)))
                 reason = f"served adapter version {int(part.policy_version.min())} < {launched.version}"
             except ray.exceptions.RayActorError as error:
                 reason = f"died ({str(error).splitlines()[0][:120]})"
@@ -139,7 +144,7 @@ class RolloutPipeline:
             wait_until_alive(generator)
             if self._adapter_ref is not None:
                 generator.load_adapter.remote(self._adapter_ref, self.version, True)
-            ref = generator.generate.remote(launched.shards[index], step, **launched.options)
+            view_ref, rollouts_ref = generator.generate_split.remote(launched.shards[index], step, **launched.options)
         raise RuntimeError(f"generator {index} failed {MAX_SHARD_RETRIES + 1} times at step {step}")
 
     def discard_launched(self) -> None:
@@ -193,18 +198,21 @@ def concat_prompts(batches: list[PromptBatch]) -> PromptBatch:
     )
 
 
-def concat_groups(batches: list[tuple[PromptBatch, RolloutBatch]]) -> tuple[PromptBatch, RolloutBatch]:
+Rollouts = TypeVar("Rollouts", RolloutView, RolloutBatch)
+
+
+def concat_groups(batches: list[tuple[PromptBatch, Rollouts]]) -> tuple[PromptBatch, Rollouts]:
     """Several (prompts, rollouts) of one step (generation rounds) as one, prompt_index renumbered."""
     offsets = np.cumsum([0] + [len(p) for p, _ in batches[:-1]]).tolist()
-    return concat_prompts([p for p, _ in batches]), RolloutBatch.concat([r for _, r in batches], offsets)
+    joined = type(batches[0][1]).concat([r for _, r in batches], offsets)
+    return concat_prompts([p for p, _ in batches]), joined
 
 
-def take_groups(prompts: PromptBatch, rollouts: RolloutBatch, groups: np.ndarray) -> tuple[PromptBatch, RolloutBatch]:
+def take_groups(prompts: PromptBatch, rollouts: Rollouts, groups: np.ndarray) -> tuple[PromptBatch, Rollouts]:
     """The given groups (prompt rows, ascending) and their rollouts, prompt_index renumbered."""
     rows = np.flatnonzero(np.isin(rollouts.prompt_index, groups))
     kept = rollouts.take(rows)
-    renumbered = np.searchsorted(groups, kept.prompt_index)
-    return prompts.take(groups), RolloutBatch(**{**kept.__dict__, "prompt_index": renumbered})
+    return prompts.take(groups), replace(kept, prompt_index=np.searchsorted(groups, kept.prompt_index))
 
 
 def constant_groups(rewards: np.ndarray) -> np.ndarray:

@@ -50,7 +50,7 @@ import numpy as np
 import ray
 
 from mixgrpo.actors.reward import STUCK, RewardHost
-from mixgrpo.batch import PromptBatch, RolloutBatch
+from mixgrpo.batch import PromptBatch, RolloutBatch, RolloutView
 from mixgrpo.config import RewardChannelConfig
 from mixgrpo.orchestrator.dead_channel import RewardChannelDead
 from mixgrpo.orchestrator.placement import RewardActorSpec, remote_class, reward_actors
@@ -131,8 +131,8 @@ def _add(total: dict[str, dict[str, int]], more: dict[str, dict[str, int]]) -> N
 
 
 def score_all_channels(
-    workers: list[Any], channels: list[RewardChannelConfig], prompts: PromptBatch, rollouts: RolloutBatch,
-    disabled: set[str] | None = None,
+    workers: list[Any], channels: list[RewardChannelConfig], prompts: PromptBatch,
+    rollouts: RolloutView | RolloutBatch, disabled: set[str] | None = None,
 ) -> StepScores:
     """Score all channels (and all replicas of each) concurrently; (N, R) rewards, nulls for what failed.
 
@@ -182,8 +182,12 @@ class ScoringRound:
     def _hosted(self, spec: RewardActorSpec) -> list[RewardChannelConfig]:
         return [self.channels[i] for i in spec.channels if self.channels[i].name not in self.disabled]
 
-    def add(self, prompts: PromptBatch, rollouts: RolloutBatch, offset: int) -> None:
-        """Start every actor on this part of the batch, for its channels that are not disabled."""
+    def add(self, prompts: PromptBatch, rollouts: RolloutView | RolloutBatch, offset: int) -> None:
+        """Start every actor on this part of the batch, for its channels that are not disabled.
+
+        The actors get a RolloutView without its token references (they read text and lengths)."""
+        if isinstance(rollouts, RolloutView):
+            rollouts = rollouts.without_tokens()
         prompts_ref, rollouts_ref = ray.put(prompts), ray.put(rollouts)
         now = time.monotonic()
         for index, (spec, worker) in enumerate(self.actors):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mixgrpo.batch import PromptBatch, RolloutBatch, TrainBatch, rollout_table
+from mixgrpo.batch import PromptBatch, RolloutView, TrainOrder, rollout_table
 from mixgrpo.config import Config
 from mixgrpo.orchestrator.dynamic_sampling import select_groups
 from mixgrpo.orchestrator.metrics import RunRecorder, StageTimer
@@ -101,11 +101,11 @@ class StepLoop:
         self.recorder.record(step, metrics, table.append_column("dropped", dropped))
         return metrics
 
-    def score(self, prompts: PromptBatch, rollouts: RolloutBatch) -> StepScores:
+    def score(self, prompts: PromptBatch, rollouts: RolloutView) -> StepScores:
         """Every channel of a batch (training or eval), channels disabled for the run left null."""
         return score_all_channels(self.reward_workers, self.config.rewards, prompts, rollouts, self.disabled_channels)
 
-    def _learn(self, step: int, scores: StepScores, rollouts: RolloutBatch, advantages: np.ndarray,
+    def _learn(self, step: int, scores: StepScores, rollouts: RolloutView, advantages: np.ndarray,
                timer: StageTimer, mark: float) -> dict[str, float]:
         """Train and broadcast, unless every channel was null; enforce the consecutive-failure limits."""
         if np.isnan(scores.rewards).all():
@@ -118,7 +118,7 @@ class StepLoop:
         rows = loss_rows(scores.rewards, rollouts.truncated, self.config.algorithm.overlong)
         if len(rows) == 0:
             return {"loss_rows_frac": 0.0, "no_loss_rows": 1.0}  # e.g. every completion truncated, overlong=mask
-        result = self.learner.train_step(TrainBatch.from_rollouts(rollouts, advantages, rows))
+        result = self.learner.train_step(TrainOrder.from_rollouts(rollouts, advantages, rows))  # tokens by reference
         result.metrics["loss_rows_frac"] = len(rows) / len(rollouts)
         mark = timer.add("learn", mark)
         if result.metrics.get("step_skipped"):
@@ -133,9 +133,10 @@ class StepLoop:
         timer.add("broadcast", mark)
         return result.metrics
 
-    def _warn_action_independent(self, scores: StepScores, rollouts: RolloutBatch, num_prompts: int) -> None:
+    def _warn_action_independent(self, scores: StepScores, rollouts: RolloutView, num_prompts: int) -> None:
         """Warn once per head whose rewards ignore the sampled class (all its group advantages are 0)."""
-        actions = np.array([int(c[0]) for c in rollouts.completion_token_ids]).reshape(num_prompts, -1)
+        _, actions = np.unique(np.asarray(rollouts.completion_text), return_inverse=True)  # the class names
+        actions = actions.reshape(num_prompts, -1)
         flags = action_independent_heads(scores.rewards.reshape(num_prompts, actions.shape[1], -1), actions)
         for name in np.asarray(self.config.channel_names)[flags]:
             if name not in self.warned_action_independent:
@@ -154,7 +155,7 @@ class StepLoop:
             weak_thresholds=self.thresholds,
         )
 
-    def _metrics(self, scores: StepScores, advantages: np.ndarray, rollouts: RolloutBatch,
+    def _metrics(self, scores: StepScores, advantages: np.ndarray, rollouts: RolloutView,
                  learner_metrics: dict[str, float]) -> dict[str, float]:
         metrics: dict[str, float] = {"policy_version": float(self.learner_version)}
         for index, name in enumerate(self.config.channel_names):
