@@ -37,14 +37,14 @@ def _size(value: Any) -> int:
 
 
 class DriverTraffic:
-    """Wraps ray.get / ray.put / LearnerGroup.train_step in this process and keeps per-step byte counts."""
+    """Wraps ray.get / ray.put / LearnerGroup.start_step in this process and keeps per-step byte counts."""
 
     def __init__(self) -> None:
         self.counts = {"got": 0, "put": 0, "sent_to_ranks": 0}
         self.per_step: list[dict[str, int]] = []
         self.token_refs: list[Any] = []
         self._get, self._put = ray.get, ray.put
-        self._train_step, self._run_step = learner_group.LearnerGroup.train_step, step.StepLoop.run_step
+        self._start_step, self._run_step = learner_group.LearnerGroup.start_step, step.StepLoop.run_step
 
     def __enter__(self) -> "DriverTraffic":
         traffic = self
@@ -58,10 +58,10 @@ class DriverTraffic:
             traffic.counts["put"] += _size(value)
             return traffic._put(value, *args, **kwargs)
 
-        def train_step(group: Any, batch: Any) -> Any:
+        def start_step(group: Any, batch: Any) -> Any:
             traffic.counts["sent_to_ranks"] += _size(batch)
             traffic.token_refs += list(getattr(getattr(batch, "tokens", None), "parts", []))
-            return traffic._train_step(group, batch)
+            return traffic._start_step(group, batch)
 
         def run_step(loop: Any, index: int) -> Any:
             before = dict(traffic.counts)
@@ -70,12 +70,12 @@ class DriverTraffic:
             return metrics
 
         ray.get, ray.put = get, put
-        learner_group.LearnerGroup.train_step, step.StepLoop.run_step = train_step, run_step
+        learner_group.LearnerGroup.start_step, step.StepLoop.run_step = start_step, run_step
         return self
 
     def __exit__(self, *exc: Any) -> None:
         ray.get, ray.put = self._get, self._put
-        learner_group.LearnerGroup.train_step, step.StepLoop.run_step = self._train_step, self._run_step
+        learner_group.LearnerGroup.start_step, step.StepLoop.run_step = self._start_step, self._run_step
 
     def token_bytes_per_step(self, steps: int) -> float:
         """Bytes of the RolloutBatches that stayed in the object store, per step (each shard counted once)."""

@@ -190,6 +190,12 @@ def test_load_adapter_rejects_foreign_keys(config):
     generator = make_generator(config)
     with pytest.raises(ValueError, match="unexpected keys"):
         generator.load_adapter({"base_model.model.nowhere.lora_A.weight": torch.zeros(8, 128)}, 1)
+    tensors = make_learner(config).adapter_tensors()
+    with pytest.raises(ValueError, match="missing keys"):  # a partial adapter would leave stale factors
+        generator.load_adapter(dict(list(tensors.items())[1:]), 1)
+    key = next(iter(tensors))
+    with pytest.raises(ValueError, match="wrong shape"):
+        generator.load_adapter({**tensors, key: tensors[key].T}, 1)
     assert generator.version == 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import platform
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,19 @@ class SpanCollector:
     step_metrics: list[dict[str, float]] = field(default_factory=list)
     tree_memory: list[tuple[int, float, int]] = field(default_factory=list)
     """(step, PSS of the driver's process tree in MiB, its processes) after every step."""
+    own_time: list[tuple[float, float]] = field(default_factory=list)
+    """(start, end) of every call of this observer on the driver's clock: the bench's own cost, which the
+    training loop waits for (reading the tree's PSS and draining spans take tens of ms a step)."""
     _offsets: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, step: int, metrics: dict[str, float], actors: Actors, loop: StepLoop) -> None:
+        started = time.monotonic()
+        try:
+            self._collect(step, metrics, actors, loop)
+        finally:
+            self.own_time.append((started, time.monotonic()))
+
+    def _collect(self, step: int, metrics: dict[str, float], actors: Actors, loop: StepLoop) -> None:
         import psutil
 
         pss, processes = tree_pss(psutil.Process())
@@ -165,6 +176,11 @@ def learner_compute(config: Config, measured: list[dict[str, float]], device_nam
                           f"peak {peak / 1e12:.0f} TFLOP/s dense {config.model.dtype} on {device_name}")
 
 
+def _overlap(start: float, end: float, intervals: list[tuple[float, float]]) -> float:
+    """Seconds of [start, end] covered by the (disjoint) ``intervals``."""
+    return sum(max(0.0, min(end, b) - max(start, a)) for a, b in intervals)
+
+
 def analyse(collector: SpanCollector, config: Config, warmup: int, device_name: str | None = None) -> BenchFigures:
     """Throughput, busy fractions and the verdict from the steps after ``warmup``; ``device_name``:
     the learner's GPU (``learner_device_name``) for its MFU, None on CPU."""
@@ -175,13 +191,14 @@ def analyse(collector: SpanCollector, config: Config, warmup: int, device_name: 
     spans = [s for s in collector.spans if s.step in steps]
     window_start = min(s.start for s in spans if s.lane == "driver")
     window_end = max(s.end for s in spans if s.lane == "driver")
-    wall = window_end - window_start
+    wall = window_end - window_start - _overlap(window_start, window_end, collector.own_time)  # as if unwatched
     samples = len(measured) * config.task.prompts_per_step * config.generator.group_size
     tokens = sum(m["completion_tokens/mean"] for m in measured) * config.task.prompts_per_step * config.generator.group_size
     lane_busy: dict[str, float] = {}
-    for span in spans:
+    for span in spans:  # busy time while the observer ran is left out with it (async: a generator goes on)
         if span.lane != "driver":
-            lane_busy[span.lane] = lane_busy.get(span.lane, 0.0) + span.end - span.start
+            busy = span.end - span.start - _overlap(span.start, span.end, collector.own_time)
+            lane_busy[span.lane] = lane_busy.get(span.lane, 0.0) + busy
     # generator lanes, or (colocated) the learner ranks' generate spans on their own lanes
     generating = sum(s.end - s.start for s in spans if s.lane != "driver" and s.stage == "generate")
     training = sum(s.end - s.start for s in spans if s.lane == "learner-0" and s.stage == "train_step")

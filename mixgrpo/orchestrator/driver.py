@@ -242,7 +242,7 @@ def _recover_learner(config: Config, actors: Actors, loop: StepLoop, run_dir: Pa
     checkpoint = load_latest_checkpoint(run_dir)
     state = checkpoint.learner_state if checkpoint else actors.learner.state()
     version = actors.learner.load_state(state)
-    loop.pipeline.discard_launched()
+    loop.discard_ahead()
     loop.pipeline.broadcast(state["adapter"], version, rollback=True)
     loop.learner_version = version
     next_step = checkpoint.next_step if checkpoint else 0

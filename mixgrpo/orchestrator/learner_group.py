@@ -34,6 +34,16 @@ class LearnerGroupError(RuntimeError):
     """A learner rank died or raised during a step; the group has been killed."""
 
 
+@dataclasses.dataclass(frozen=True)
+class PendingStep:
+    """A learner step sent to the ranks (``LearnerGroup.start_step``), not yet waited for."""
+
+    results: list[Any]
+    """ObjectRef of each rank's LearnerResult, rank 0 first."""
+    adapter: Any
+    """ObjectRef of rank 0's adapter (disaggregated), else None."""
+
+
 class LearnerGroup:
     """Creates the ranks (one actor option dict each), joins them, and fans each step out.
 
@@ -80,15 +90,18 @@ class LearnerGroup:
         return len(self.actors)
 
     def train_step(self, batch: TrainBatch | TrainOrder) -> LearnerResult:
-        """One optimizer step over the whole batch, sharded across ranks; rank 0's result.
+        """One optimizer step over the whole batch, sharded across ranks; rank 0's result (``start_step`` then
+        ``finish_step``)."""
+        return self.finish_step(self.start_step(batch))
+
+    def start_step(self, batch: TrainBatch | TrainOrder) -> PendingStep:
+        """Send every rank its shard of the step and return at once (the driver may work meanwhile).
 
         A TrainOrder (the step loop's) holds no tokens: each rank fetches the rows of its shard from
-        the object store (``transport.FetchesTokens``). Disaggregated: a strided shard each, and the result's ``adapter`` is an ObjectRef of rank 0's
-        tensors (``PublishesAdapter``) for ``RolloutPipeline.broadcast`` to forward. Colocated: each rank
-        trains on the rows it sampled; no adapter.
-
-        If any rank fails, the others are killed at once (a survivor would otherwise wait in a
-        collective until its timeout) and LearnerGroupError is raised.
+        the object store (``transport.FetchesTokens``). Disaggregated: a strided shard each, and the
+        result's ``adapter`` is an ObjectRef of rank 0's tensors (``PublishesAdapter``) for
+        ``RolloutPipeline.broadcast`` to forward. Colocated: each rank trains on the rows it sampled;
+        no adapter. A rank in the driver (``cluster.rank_in_driver``) trains before this returns.
         """
         shards = [batch.sampled_by(rank) if self.colocated else batch.shard(rank, self.world_size)
                   for rank in range(self.world_size)]
@@ -96,17 +109,25 @@ class LearnerGroup:
             first, adapter = self.actors[0].train_step_order.remote(shards[0]), None
         else:
             first, adapter = self.actors[0].train_step_publishing.remote(shards[0])
-        refs = [first] + [actor.train_step_order.remote(shard) for actor, shard in zip(self.actors[1:], shards[1:])]
-        pending = list(refs)
+        rest = [actor.train_step_order.remote(shard) for actor, shard in zip(self.actors[1:], shards[1:])]
+        return PendingStep([first, *rest], adapter)
+
+    def finish_step(self, pending: PendingStep) -> LearnerResult:
+        """Wait for every rank of a started step; rank 0's result.
+
+        If any rank fails, the others are killed at once (a survivor would otherwise wait in a
+        collective until its timeout) and LearnerGroupError is raised.
+        """
+        waiting = list(pending.results)
         try:
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
+            while waiting:
+                ready, waiting = ray.wait(waiting, num_returns=1)
                 ray.get(ready)
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
             self.kill()
             raise LearnerGroupError(f"learner rank failed: {str(error).splitlines()[0]}") from error
-        result = ray.get(first)
-        return result if adapter is None else dataclasses.replace(result, adapter=adapter)
+        result = ray.get(pending.results[0])
+        return result if pending.adapter is None else dataclasses.replace(result, adapter=pending.adapter)
 
     def state(self) -> dict[str, Any]:
         """Checkpointable learner state (identical on every rank; taken from rank 0)."""

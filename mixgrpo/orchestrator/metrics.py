@@ -72,15 +72,14 @@ class RunRecorder:
                         if key != "step" and value is not None:
                             self.writer.add_scalar(key, value, step)
 
-    def record(self, step: int, metrics: dict[str, float], rollouts: pa.Table) -> None:
-        """Persist one step (metrics line, TensorBoard scalars, rollouts part) and show progress."""
+    def record(self, step: int, metrics: dict[str, float], rollouts: pa.Table | None = None) -> None:
+        """Persist one step (metrics line, TensorBoard scalars, and its rollouts part unless written already
+        with ``write_rollouts``) and show progress."""
         line = json.dumps({"step": step, **{k: _jsonable(v) for k, v in metrics.items()}})
         with open(self.run_dir / METRICS, "a") as handle:
             handle.write(line + "\n")
-        part = self.run_dir / ROLLOUTS / f"step-{step:06d}.parquet"
-        temporary = part.with_name(f".{part.name}.tmp")
-        pq.write_table(rollouts, temporary)
-        os.replace(temporary, part)
+        if rollouts is not None:
+            self.write_rollouts(step, rollouts)
         if self.tensorboard:
             if self.writer is None:
                 self._open_writer(purge_step=None)
@@ -91,6 +90,13 @@ class RunRecorder:
         if self.progress:
             self.stream.write(self._progress_line(step, metrics) + "\n")
             self.stream.flush()
+
+    def write_rollouts(self, step: int, rollouts: pa.Table) -> None:
+        """Write the step's Parquet part (atomically: a temporary file renamed into place)."""
+        part = self.run_dir / ROLLOUTS / f"step-{step:06d}.parquet"
+        temporary = part.with_name(f".{part.name}.tmp")
+        pq.write_table(rollouts, temporary)
+        os.replace(temporary, part)
 
     def record_eval(self, steps_done: int, metrics: dict[str, float]) -> None:
         """Persist one held-out evaluation (an eval.jsonl line, TensorBoard scalars at ``steps_done``)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +45,8 @@ class StepLoop:
         """The driver's (stage, start, end) spans of the last step (for mixgrpo bench)."""
         self.warned_action_independent: set[str] = set()
         """model.kind=clip: heads already warned about for scoring every sampled label alike."""
+        self._ahead: tuple[int, PromptBatch, RolloutView, ScoringRound] | None = None
+        """async_steps >= 1: (step, prompts, rollouts, scoring) of the next step, collected while the ranks trained."""
         self.weights = np.asarray(config.channel_weights, dtype=np.float64)
         self.thresholds = np.array(
             [c.weak_threshold if c.weak_threshold is not None else -np.inf for c in config.rewards
@@ -52,11 +54,16 @@ class StepLoop:
         )
 
     def run_step(self, step: int) -> dict[str, float]:
-        """One GRPO step (rollouts of ``step``; with async_steps N also launches steps up to ``step + N``)."""
+        """One GRPO step (rollouts of ``step``; with async_steps N also launches steps up to ``step + N``).
+
+        With async_steps >= 1 the rollouts of ``step + 1`` are already being generated while the ranks
+        train on ``step``: the driver collects them and starts their scoring meanwhile (``_ahead``),
+        so the learner waits for neither. Launching is unchanged (after the broadcast), so no rollout
+        is more than async_steps versions behind.
+        """
         timer = StageTimer()
         mark = time.monotonic()
-        scoring = ScoringRound(self.reward_workers, self.config.rewards, self.disabled_channels)
-        prompts, rollouts = self.pipeline.collect(step, on_shard=scoring.add)  # each shard scored as it arrives
+        prompts, rollouts, scoring = self._collect(step)
         for ahead in range(1, self.config.algorithm.async_steps + 1):  # keep N steps of generation in flight
             if step + ahead < self.config.run.steps:
                 self.pipeline.launch(step + ahead)
@@ -74,10 +81,20 @@ class StepLoop:
         mark = timer.add("mixer", mark)
         lag = self.learner_version - rollouts.policy_version
         trained = selection.trained_rows
-        learner_metrics = self._learn(
-            step, StepScores(scores.rewards[trained], scores.counters, scores.seconds), rollouts.take(trained),
-            advantages[trained], timer, mark,
-        ) if len(trained) else {"no_group_left": 1.0}
+        table = self._table(step, prompts, rollouts, scores, advantages, mix, selection.dropped)
+
+        def while_learning() -> None:
+            self.recorder.write_rollouts(step, table)
+            if self.config.algorithm.async_steps and step + 1 < self.config.run.steps:
+                self._ahead = (step + 1, *self._collect(step + 1))
+
+        if len(trained):
+            learner_metrics = self._learn(
+                step, StepScores(scores.rewards[trained], scores.counters, scores.seconds), rollouts.take(trained),
+                advantages[trained], timer, mark, while_learning=while_learning)
+        else:
+            while_learning()
+            learner_metrics = {"no_group_left": 1.0}
         metrics = self._metrics(scores, advantages[trained], rollouts, learner_metrics)
         if self.config.algorithm.filter_groups != "none":
             metrics.update(selection.metrics())
@@ -89,6 +106,12 @@ class StepLoop:
                         for name, rate in zip(self.config.channel_names, mix.diagnostics.head_zero_var_group_rate)})
         metrics.update(timer.metrics())
         self.last_driver_spans = timer.spans
+        self.recorder.record(step, metrics)
+        return metrics
+
+    def _table(self, step: int, prompts: PromptBatch, rollouts: RolloutView, scores: StepScores,
+               advantages: np.ndarray, mix: MixResult, dropped: np.ndarray) -> pa.Table:
+        """The step's rollouts as the Parquet part: rewards, advantages, mixer flags, label (CLIP), dropped."""
         diagnostics = mix.diagnostics
         table = rollout_table(
             step, prompts, rollouts, scores.rewards, self.config.channel_names, advantages,
@@ -97,28 +120,51 @@ class StepLoop:
         if self.config.model.kind == "clip":  # the image's label beside its sampled class (completion)
             labels = [prompts.metadata[i]["label"] for i in rollouts.prompt_index]
             table = table.append_column("label", pa.array(labels, type=pa.string()))
-        dropped = pa.array([str(reason) for reason in selection.dropped[rollouts.prompt_index]])
-        self.recorder.record(step, metrics, table.append_column("dropped", dropped))
-        return metrics
+        return table.append_column("dropped", pa.array([str(reason) for reason in dropped[rollouts.prompt_index]]))
+
+    def _collect(self, step: int) -> tuple[PromptBatch, RolloutView, ScoringRound]:
+        """The rollouts of ``step`` (collected ahead, or now), their scoring started shard by shard as they arrive."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == step:
+            return ahead[1:]
+        scoring = ScoringRound(self.reward_workers, self.config.rewards, self.disabled_channels)
+        prompts, rollouts = self.pipeline.collect(step, on_shard=scoring.add)
+        return prompts, rollouts, scoring
+
+    def discard_ahead(self) -> None:
+        """Forget rollouts generated or collected ahead (after a learner restart they are from a dropped adapter)."""
+        self._ahead = None
+        self.pipeline.discard_launched()
 
     def score(self, prompts: PromptBatch, rollouts: RolloutView) -> StepScores:
         """Every channel of a batch (training or eval), channels disabled for the run left null."""
         return score_all_channels(self.reward_workers, self.config.rewards, prompts, rollouts, self.disabled_channels)
 
     def _learn(self, step: int, scores: StepScores, rollouts: RolloutView, advantages: np.ndarray,
-               timer: StageTimer, mark: float) -> dict[str, float]:
-        """Train and broadcast, unless every channel was null; enforce the consecutive-failure limits."""
+               timer: StageTimer, mark: float, while_learning: Callable[[], None]) -> dict[str, float]:
+        """Train and broadcast, unless every channel was null; enforce the consecutive-failure limits.
+
+        ``while_learning`` (writing the step's Parquet part; async: collecting the next step) runs once
+        on every path that returns; when the ranks train, it runs in the driver meanwhile: the learner,
+        the critical path of an async step, does not wait for it (the ``learn`` stage spans both).
+        """
         if np.isnan(scores.rewards).all():
             self.all_null_in_row += 1
             if self.all_null_in_row >= self.config.run.max_all_null_steps:
                 raise RuntimeError(f"step {step}: every reward channel was null for {self.all_null_in_row} "
                                    f"consecutive steps ({_channel_summary(self.config, scores)})")
+            while_learning()
             return {"all_null_step": 1.0}
         self.all_null_in_row = 0
         rows = loss_rows(scores.rewards, rollouts.truncated, self.config.algorithm.overlong)
         if len(rows) == 0:
+            while_learning()
             return {"loss_rows_frac": 0.0, "no_loss_rows": 1.0}  # e.g. every completion truncated, overlong=mask
-        result = self.learner.train_step(TrainOrder.from_rollouts(rollouts, advantages, rows))  # tokens by reference
+        pending = self.learner.start_step(TrainOrder.from_rollouts(rollouts, advantages, rows))  # tokens by reference
+        try:
+            while_learning()
+        finally:  # the ranks' step is waited for whatever the driver's work meanwhile did
+            result = self.learner.finish_step(pending)
         result.metrics["loss_rows_frac"] = len(rows) / len(rollouts)
         mark = timer.add("learn", mark)
         if result.metrics.get("step_skipped"):
