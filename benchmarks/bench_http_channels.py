@@ -50,7 +50,11 @@ def start_judge(delay_s: float) -> ThreadingHTTPServer:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128  # the default listen backlog of 5 dropped connections of 16 channels at once:
+        # the kernel retried them after 1 s (TCP's initial retransmission timeout), a step of 1.1 s
+
+    server = Server(("127.0.0.1", 0), Judge)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 

@@ -258,6 +258,7 @@ class ClipPolicy(Learner):
         self.skipped_steps = 0
         self.calls = 0
         self.colocated = colocated
+        self.publishes_adapter = rank == 0 and not colocated  # colocated: no generator reads it
 
     @property
     def _text_trains(self) -> bool:

@@ -24,7 +24,6 @@ job's step took 2.7 s with one thread and 25 s with two).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
@@ -55,6 +54,7 @@ class ColocatedRank:
     ) -> None:
         self.learner = Learner(model, learner, loss, sampling.temperature, seed, rank, world_size,
                                max_new_tokens=sampling.max_new_tokens)
+        self.learner.publishes_adapter = False  # no generator to send it to (a vllm engine takes it in generate)
         backend = None
         if sampling.backend != "vllm":
             tokenizer = load_tokenizer(resolve_model_path(model.path, seed))
@@ -96,7 +96,7 @@ class ColocatedRank:
         result = self.learner.train_step(batch)
         result.metrics.update({"threads/generate": float(self.threads["generate"]),
                                "threads/learn": float(self.threads["learn"])})
-        return dataclasses.replace(result, adapter=None)
+        return result
 
     def _set_threads(self, phase: str) -> None:
         """Torch threads for ``phase``: its setting (auto: the idle reserved cores), within max_threads."""

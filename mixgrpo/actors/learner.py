@@ -211,6 +211,8 @@ class Learner:
         self.version = 0
         self.skipped_steps = 0
         self.calls = 0
+        self.publishes_adapter = rank == 0
+        """Whether ``train_step`` returns the adapter (rank 0, unless nothing reads it: a colocated rank)."""
 
     def rendezvous_address(self) -> str:
         """A ``tcp://host:port`` on this machine with a free port, for rank 0 to host the group."""
@@ -326,7 +328,7 @@ class Learner:
         metrics["logprob_mismatch_max"] = first.get("gap_max", 0.0)
         metrics.update(self._optimizer_metrics(grad_norms))
         self.model.eval()
-        adapter = self.adapter_tensors() if self.rank == 0 else None
+        adapter = self.adapter_tensors() if self.publishes_adapter else None
         return LearnerResult(version=self.version, metrics=metrics, adapter=adapter)
 
     def _accumulate(self, batch: TrainBatch, rows: np.ndarray, global_count: float,
