@@ -242,17 +242,21 @@ class ChannelScores:
     """Wall time spent scoring."""
 
 
+@dataclass(frozen=True)
 class _ShardsRows:
     """What TrainBatch and TrainOrder share: the whole batch's row numbers and sources, and the shards of a step."""
 
-    rows: np.ndarray
-    total_rows: int
-    source: np.ndarray
+    rows: np.ndarray | None = field(default=None, kw_only=True)
+    """(N,) int64 row of each sequence in the step's whole batch (None when built: 0 .. N-1, the whole batch)."""
+    total_rows: int | None = field(default=None, kw_only=True)
+    """Number of rows in the step's whole batch (None when built: N)."""
+    source: np.ndarray | None = field(default=None, kw_only=True)
+    """(N,) int64 generator (colocated: learner rank) that sampled each sequence (None when built: 0)."""
 
     def __len__(self) -> int:
         return len(self.advantages)  # type: ignore[attr-defined]
 
-    def _normalise_rows(self) -> None:
+    def __post_init__(self) -> None:
         """Fill ``rows``, ``source`` and ``total_rows`` left None (frozen: the one normalisation at construction)."""
         n = len(self)
         object.__setattr__(self, "rows", _row_column("rows", self.rows, np.arange(n, dtype=np.int64)))
@@ -285,15 +289,6 @@ class TrainBatch(_ShardsRows, _PacksRagged):
     """(N,) ragged behaviour log-probs, aligned with completion_token_ids."""
     advantages: np.ndarray
     """(N,) float32 advantage of each completion."""
-    rows: np.ndarray | None = None
-    """(N,) int64 row of each sequence in the step's whole batch (None when built: 0 .. N-1, the whole batch)."""
-    total_rows: int | None = None
-    """Number of rows in the step's whole batch (None when built: N)."""
-    source: np.ndarray | None = None
-    """(N,) int64 generator (colocated: learner rank) that sampled each sequence (None when built: 0)."""
-
-    def __post_init__(self) -> None:
-        self._normalise_rows()
 
     @staticmethod
     def from_rollouts(rollouts: RolloutBatch, advantages: np.ndarray, rows: np.ndarray) -> "TrainBatch":
@@ -338,15 +333,6 @@ class TrainOrder(_ShardsRows):
     """(N,) where each sequence's tokens are."""
     advantages: np.ndarray
     """(N,) float32 advantage of each completion."""
-    rows: np.ndarray | None = None
-    """(N,) int64 row of each sequence in the step's whole batch (None when built: 0 .. N-1)."""
-    total_rows: int | None = None
-    """Number of rows in the step's whole batch (None when built: N)."""
-    source: np.ndarray | None = None
-    """(N,) int64 generator (colocated: learner rank) that sampled each sequence (None when built: 0)."""
-
-    def __post_init__(self) -> None:
-        self._normalise_rows()
 
     @staticmethod
     def from_rollouts(rollouts: RolloutView, advantages: np.ndarray, rows: np.ndarray) -> "TrainOrder":
@@ -357,8 +343,8 @@ class TrainOrder(_ShardsRows):
                           source=rollouts.source[rows])
 
     def _take(self, rows: np.ndarray) -> "TrainOrder":
-        return TrainOrder(self.tokens.take(rows), self.advantages[rows], self.rows[rows], self.total_rows,
-                          self.source[rows])
+        return TrainOrder(self.tokens.take(rows), self.advantages[rows], rows=self.rows[rows],
+                          total_rows=self.total_rows, source=self.source[rows])
 
     def resolve(self, get: Callable[[list[Any]], list[RolloutBatch]]) -> TrainBatch:
         """The TrainBatch of these rows; ``get`` fetches the generator shards they use (``ray.get``), once."""
