@@ -165,8 +165,10 @@ class TokenRows:
         return TokenRows([ref], np.zeros(n, dtype=np.int64), np.arange(n, dtype=np.int64))
 
     def take(self, rows: np.ndarray) -> "TokenRows":
-        """The entries at ``rows``, in that order (every part is kept: indices stay valid)."""
-        return TokenRows(self.parts, self.part[rows], self.row[rows])
+        """The entries at ``rows``, in that order; ``parts`` shrinks to the parts they use (a rank's order
+        carries no reference to a shard it does not read)."""
+        used, part = np.unique(self.part[rows], return_inverse=True)
+        return TokenRows([self.parts[p] for p in used], part.astype(np.int64).reshape(-1), self.row[rows])
 
     @staticmethod
     def concat(items: list["TokenRows"]) -> "TokenRows":

@@ -65,6 +65,8 @@ def test_a_train_order_resolves_to_the_rows_of_the_whole_batch_fetching_only_the
         assert mine.advantages.tolist() == wanted.advantages.tolist()
         assert mine.source.tolist() == wanted.source.tolist()
     assert fetched == [["ref0", "ref1"], ["ref0", "ref1"]]  # one get per rank, never the unused part 2
+    assert order.tokens.parts == ["ref0", "ref1"] and order.shard(0, 2).tokens.parts == ["ref0", "ref1"]
+    assert order.sampled_by(1).tokens.parts == ["ref1"]  # a rank's order names only the shards it reads
     assert [len(order.sampled_by(s)) for s in range(3)] == [2, 3, 0]
 
 
