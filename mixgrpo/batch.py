@@ -227,10 +227,6 @@ class RolloutView:
         tokens = None if any(p.tokens is None for p in parts) else TokenRows.concat([p.tokens for p in parts])
         return RolloutView(**columns, tokens=tokens)
 
-    def without_tokens(self) -> "RolloutView":
-        """This view with ``tokens`` unset (what a reward actor gets: no references to hold)."""
-        return RolloutView(**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "tokens"})
-
 
 @dataclass(frozen=True)
 class ChannelScores:

@@ -188,8 +188,8 @@ def start_generator(config: Config, options: dict[str, Any], index: int) -> Any:
     """Generator actor ``index`` (disaggregated): a Generator, or for model.kind=clip a ClipPolicy that only samples
     and takes the learner's trained tensors (``colocated=False``)."""
     if config.model.kind == "clip":
-        return remote_class(ClipPolicy, SplitsRollouts).options(**options).remote(*rank_args(config), index, task=config.task,
-                                                                  colocated=False)
+        return remote_class(ClipPolicy, SplitsRollouts).options(**options).remote(
+            *rank_args(config), index, task=config.task, colocated=False)
     return remote_class(Generator, SplitsRollouts).options(**options).remote(
         config.model, config.learner.lora, config.generator, config.run.seed, index)
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -187,7 +187,7 @@ class ScoringRound:
 
         The actors get a RolloutView without its token references (they read text and lengths)."""
         if isinstance(rollouts, RolloutView):
-            rollouts = rollouts.without_tokens()
+            rollouts = replace(rollouts, tokens=None)
         prompts_ref, rollouts_ref = ray.put(prompts), ray.put(rollouts)
         now = time.monotonic()
         for index, (spec, worker) in enumerate(self.actors):
