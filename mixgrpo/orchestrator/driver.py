@@ -181,7 +181,10 @@ def create_actors(config: Config, group: Any, slots: list[Slot]) -> Actors:
                                  lambda spec: {**actor_options(group, slots, reward_slots[spec]), **restartable})
     learner_options = [actor_options(group, slots, slot) for slot in by_role["learner"]]
     colocated = placement == "colocated"
-    return Actors(generators, rewards, LearnerGroup(config, learner_options, colocated), learner_options, colocated)
+    learner = LearnerGroup(config, learner_options, colocated)
+    if colocated and config.generator.backend == "vllm":
+        logger.info("generation in each learner rank: %s", ray.get(learner.actors[0].engine_plan.remote()))
+    return Actors(generators, rewards, learner, learner_options, colocated)
 
 
 def start_generator(config: Config, options: dict[str, Any], index: int) -> Any:

@@ -118,8 +118,8 @@ def choose_placement(config: Config) -> tuple[str, str]:
         return "colocated", "model.kind=clip samples inside its learner ranks"
     if config.algorithm.async_steps > 0:
         return "disaggregated", f"algorithm.async_steps={config.algorithm.async_steps} needs generators of their own"
-    if config.generator.backend == "vllm":
-        return "disaggregated", "generator.backend=vllm serves from an engine of its own"
+    if cluster.gpus == 0 and config.generator.backend == "vllm":
+        return "disaggregated", "generator.backend=vllm on CPU serves from an engine of its own (no sleep mode)"
     if cluster.gpus == 0:
         return "colocated", "CPU-only cluster: each learner rank generates too, on all of its cores"
     needed = disaggregated_gpus(config)

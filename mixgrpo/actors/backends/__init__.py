@@ -14,7 +14,7 @@ __all__ = ["GenerationBackend", "HFBackend", "SampledCompletions", "VLLMBackend"
 
 
 def make_backend(model_path: str, model: ModelConfig, lora: LoraConfig, sampling: GeneratorConfig) -> GenerationBackend:
-    """The configured backend: vllm, hf, or auto (vllm when ``import vllm`` works, else hf)."""
+    """The configured backend of a generator: vllm, hf, or auto (vllm when ``import vllm`` works, else hf)."""
     if sampling.backend == "vllm" or (sampling.backend == "auto" and vllm_available()):
         return VLLMBackend(model_path, model, lora, sampling)
     return HFBackend(model_path, model, lora, sampling)

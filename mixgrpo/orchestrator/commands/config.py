@@ -64,6 +64,10 @@ def type_label(annotation: Any) -> str:
         return "any"
     if origin is typing.Literal:
         return " | ".join(json.dumps(value) for value in args)
+    if origin is typing.Annotated:  # a union member with bounds of its own: int, >= 1
+        base, *extras = args
+        items = [item for extra in extras for item in (extra.metadata if isinstance(extra, FieldInfo) else [extra])]
+        return ", ".join([type_label(base), *_bounds(items)])
     if origin in (typing.Union, types.UnionType):
         labels = [type_label(arg) for arg in args if arg is not type(None)]
         return " | ".join(labels + (["null"] if type(None) in args else []))
@@ -77,8 +81,12 @@ _BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "min_length": "min leng
 
 def constraints(info: FieldInfo) -> list[str]:
     """The field's bounds as text (``>= 1``, ``< 1``, ``min length 1``)."""
+    return _bounds(info.metadata)
+
+
+def _bounds(metadata: list[Any]) -> list[str]:
     found = []
-    for item in info.metadata:
+    for item in metadata:
         for attribute, label in _BOUNDS.items():
             value = getattr(item, attribute, None)
             if value is not None:
