@@ -188,6 +188,15 @@ def test_one_gpu_dry_run_plans_one_colocated_gpu(pod_env, api, capfd, tmp_path):
     assert "placement: auto" in out  # the shipped config leaves the choice to the pod's GPUs
 
 
+def test_one_gpu_vllm_dry_run_plans_a_colocated_engine_even_where_vllm_is_not_installed(pod_env, api, capfd):
+    code = main(["launch", "runpod", "--gpu-type", H100, "--gpus", "1", "--dry-run", *TINY,
+                 "--set", "generator.backend=vllm"])  # vLLM does not import in the main venv; the pod installs it
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert "colocated: 1 learner rank(s) that also generate on 1 GPU(s)" in out and "gpuCount: 1" in out
+    assert "vllm" in out and api.requests == []
+
+
 def test_api_error_at_creation_is_one_line_and_leaves_no_pod(pod_env, sshd, capfd, monkeypatch):
     fake = _api(sshd, pod_env,
                 fail_create="There are no longer any instances available with the requested specifications.")

