@@ -29,6 +29,8 @@ job's step took 2.7 s with one thread and 25 s with two).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -80,16 +82,23 @@ class ColocatedRank:
     def generate(self, prompts: PromptBatch, step: int, **options: Any) -> RolloutBatch:
         """Rollouts of this rank's shard from the adapter the learner holds now (``Generator.generate``)."""
         self._set_threads("generate")
-        if self.engine is None:
+        with self._ready_to_generate():
             self._sync_generator()
-            self.learner.model.eval()
             return self.generator.generate(prompts, step, **options)
+
+    @contextlib.contextmanager
+    def _ready_to_generate(self) -> Iterator[None]:
+        """hf: the learner's model in eval mode. vllm: the engine awake (the learner's CUDA cache emptied for it)
+        for the block, asleep again after it."""
+        if self.engine is None:
+            self.learner.model.eval()
+            yield
+            return
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the learner's cached blocks go back to the device for the engine
         self.engine.wake_up()
         try:
-            self._sync_generator()
-            return self.generator.generate(prompts, step, **options)
+            yield
         finally:
             self.engine.sleep()
 

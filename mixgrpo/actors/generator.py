@@ -2,7 +2,7 @@
 
 A plain class (the orchestrator makes it remote). The backend does the
 sampling; the actor owns the adapter version and tags every completion with it.
-Backends (``mixgrpo.actors.backends``): ``hf`` (transformers ``generate``) and
+Backends (``mixgrpo.actors.backends``): ``hf`` (a KV-cached sampling loop on the transformers model) and
 ``vllm``, behind one ``GenerationBackend`` protocol; ``make_backend`` picks one.
 """
 
